@@ -1,0 +1,293 @@
+"""Pure-PyTorch reference implementations of the ray-marching operations.
+
+Every function here has the same signature as its public counterpart in :mod:`relight3d.ops`. They define the
+semantics: the compiled C++/CUDA kernels must agree with them (the tests compare values and gradients). They are
+also the fallback used wherever no compiled extension is available, so they are written to be reasonably fast on a
+CPU (vectorised, no Python loops over rays or samples).
+
+Conventions shared by all implementations
+-----------------------------------------
+* ``aabb`` is ``[xmin, ymin, zmin, xmax, ymax, zmax]``. Cascade ``c`` of an occupancy grid covers the box scaled by
+  ``2**c`` about its centre (cascade 0 is the box itself).
+* Occupancy grids store ``n_cascades * res**3`` cells; inside a cascade, cells are numbered by the Morton code of their
+  integer coordinates (``x`` in the lowest bit). The bitfield packs cell ``i`` into bit ``i % 8`` of byte ``i // 8``.
+* Step schedule (cone stepping). With ``dt(t) = clamp(t * dt_gamma, dt_min, dt_max)`` the samples of a ray are
+  ``t_0 = t_near + jitter * dt(t_near)`` and ``t_{k+1} = t_k + dt(t_k)``. This recurrence has the closed form used by
+  :func:`step_schedule`: linear with step ``dt_min`` while ``t * dt_gamma < dt_min``, geometric with ratio
+  ``1 + dt_gamma`` while ``t * dt_gamma < dt_max``, then linear with step ``dt_max``. Sample ``k`` spans
+  ``[t_k, min(t_k + dt(t_k), t_far)]`` and exists when ``t_k < t_far`` and ``k < max_steps``; it is kept when the
+  occupancy cell holding its midpoint is occupied.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+MISS_T = 1e10
+"""``t_near`` and ``t_far`` of a ray that misses the box."""
+
+MAX_MORTON_RES = 1024
+"""Largest grid resolution whose Morton code fits the 30 bits used here."""
+
+
+def ray_aabb_intersect(
+    rays_o: Float[Tensor, "n 3"], rays_d: Float[Tensor, "n 3"], aabb: Float[Tensor, "6"], near_min: float = 0.0
+) -> Tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
+    """Slab test. Returns ``(t_near, t_far)``; ``t_near >= near_min``. Misses get ``t_near = t_far = MISS_T``."""
+    inv_d = 1.0 / torch.where(rays_d.abs() < 1e-15, torch.full_like(rays_d, 1e-15), rays_d)
+    t0 = (aabb[:3] - rays_o) * inv_d
+    t1 = (aabb[3:] - rays_o) * inv_d
+    t_near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(near_min)
+    t_far = torch.maximum(t0, t1).amin(dim=-1)
+    miss = t_far <= t_near
+    t_near = torch.where(miss, torch.full_like(t_near, MISS_T), t_near)
+    t_far = torch.where(miss, torch.full_like(t_far, MISS_T), t_far)
+    return t_near, t_far
+
+
+def _spread_bits(v: Tensor) -> Tensor:
+    """Insert two zero bits between each of the low 10 bits of ``v`` (int64)."""
+    v = v & 0x3FF
+    v = (v | (v << 16)) & 0x030000FF
+    v = (v | (v << 8)) & 0x0300F00F
+    v = (v | (v << 4)) & 0x030C30C3
+    v = (v | (v << 2)) & 0x09249249
+    return v
+
+
+def _compact_bits(v: Tensor) -> Tensor:
+    """Inverse of :func:`_spread_bits`."""
+    v = v & 0x09249249
+    v = (v | (v >> 2)) & 0x030C30C3
+    v = (v | (v >> 4)) & 0x0300F00F
+    v = (v | (v >> 8)) & 0x030000FF
+    v = (v | (v >> 16)) & 0x3FF
+    return v
+
+
+def morton3d(coords: Int[Tensor, "n 3"]) -> Int[Tensor, " n"]:
+    """Morton (Z-order) code of integer coordinates in ``[0, 1024)``; ``x`` takes the lowest bit."""
+    c = coords.long()
+    return _spread_bits(c[:, 0]) | (_spread_bits(c[:, 1]) << 1) | (_spread_bits(c[:, 2]) << 2)
+
+
+def morton3d_invert(codes: Int[Tensor, " n"]) -> Int[Tensor, "n 3"]:
+    """Integer coordinates of Morton codes (inverse of :func:`morton3d`)."""
+    c = codes.long()
+    return torch.stack([_compact_bits(c), _compact_bits(c >> 1), _compact_bits(c >> 2)], dim=-1)
+
+
+def occupancy_cell_positions(
+    indices: Int[Tensor, " n"], aabb: Float[Tensor, "6"], res: int, jitter: Optional[Float[Tensor, "n 3"]] = None
+) -> Float[Tensor, "n 3"]:
+    """World positions of occupancy cells given flat indices ``cascade * res**3 + morton``.
+
+    ``jitter`` in ``[0, 1)^3`` places the point inside the cell; ``None`` gives the cell centre.
+    """
+    n_cells = res**3
+    cascade = torch.div(indices, n_cells, rounding_mode="floor")
+    ijk = morton3d_invert(indices % n_cells).to(aabb.dtype)
+    frac = (ijk + (0.5 if jitter is None else jitter)) / res
+    center = (aabb[:3] + aabb[3:]) * 0.5
+    half = (aabb[3:] - aabb[:3]) * 0.5
+    scale = torch.pow(2.0, cascade.to(aabb.dtype))[:, None]
+    return center + (frac * 2.0 - 1.0) * half * scale
+
+
+def occupancy_grid_update(
+    density_grid: Float[Tensor, "c m"], indices: Int[Tensor, " n"], values: Float[Tensor, " n"], decay: float
+) -> Float[Tensor, "c m"]:
+    """Exponential moving maximum: ``grid[i] = max(grid[i] * decay, value_i)`` for the given flat indices.
+
+    Cells whose value is negative (marked as never-visible) stay untouched. Returns a new tensor.
+    Duplicate indices take the largest value.
+    """
+    flat = density_grid.reshape(-1).clone()
+    new = torch.full_like(flat, -float("inf"))
+    new.scatter_reduce_(0, indices.long(), values.to(flat.dtype), reduce="amax", include_self=True)
+    touched = torch.zeros_like(flat, dtype=torch.bool)
+    touched[indices.long()] = True
+    touched &= flat >= 0
+    flat = torch.where(touched, torch.maximum(flat * decay, new), flat)
+    return flat.view_as(density_grid)
+
+
+def pack_bitfield(density_grid: Float[Tensor, "c m"], threshold: float) -> Int[Tensor, " b"]:
+    """Pack ``density_grid > threshold`` into a uint8 bitfield (cell ``i`` is bit ``i % 8`` of byte ``i // 8``)."""
+    occ = (density_grid.reshape(-1) > threshold).view(-1, 8).to(torch.uint8)
+    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=occ.device)
+    return (occ * weights).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack_bitfield(bitfield: Int[Tensor, " b"]) -> Bool[Tensor, " m"]:
+    """Inverse of :func:`pack_bitfield`: one bool per cell."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=bitfield.device)
+    return ((bitfield[:, None] >> shifts) & 1).bool().reshape(-1)
+
+
+def occupancy_lookup(
+    positions: Float[Tensor, "n 3"], bitfield: Int[Tensor, " b"], aabb: Float[Tensor, "6"], n_cascades: int, res: int
+) -> Bool[Tensor, " n"]:
+    """Whether the cell holding each position is occupied. Positions outside the largest cascade are empty."""
+    center = (aabb[:3] + aabb[3:]) * 0.5
+    half = (aabb[3:] - aabb[:3]) * 0.5
+    rel = (positions - center) / half  # cascade 0 spans [-1, 1]
+    extent = rel.abs().amax(dim=-1)
+    if n_cascades > 1:
+        cascade = torch.ceil(torch.log2(extent.clamp_min(1e-12))).clamp(0, n_cascades - 1).long()
+        rel = rel / torch.pow(2.0, cascade.to(rel.dtype))[:, None]
+    else:
+        cascade = torch.zeros_like(extent, dtype=torch.long)
+    inside = extent <= float(2 ** (n_cascades - 1))
+    ijk = ((rel + 1.0) * (0.5 * res)).long().clamp(0, res - 1)
+    flat = cascade * (res**3) + morton3d(ijk)
+    bits = (bitfield[flat >> 3].long() >> (flat & 7)) & 1
+    return (bits == 1) & inside
+
+
+def step_schedule(
+    t_start: Float[Tensor, " n"], k: Float[Tensor, " n"], dt_min: float, dt_max: float, dt_gamma: float
+) -> Float[Tensor, " n"]:
+    """``t_k`` of the cone-stepping recurrence started at ``t_start`` (see the module docstring)."""
+    if dt_gamma <= 0.0:
+        return t_start + k * dt_min
+    t_a, t_b = dt_min / dt_gamma, dt_max / dt_gamma
+    log_r = math.log1p(dt_gamma)
+    # phase A: linear with dt_min until t >= t_a
+    k_a = torch.ceil(((t_a - t_start) / dt_min).clamp_min(0.0))
+    t_at_a = t_start + k_a * dt_min
+    # phase B: geometric until t >= t_b
+    k_b = torch.ceil((torch.log(torch.as_tensor(t_b) / t_at_a) / log_r).clamp_min(0.0))
+    t_at_b = t_at_a * torch.exp(k_b * log_r)
+    lin_a = t_start + k * dt_min
+    geo = t_at_a * torch.exp((k - k_a) * log_r)
+    lin_c = t_at_b + (k - k_a - k_b) * dt_max
+    return torch.where(k < k_a, lin_a, torch.where(k < k_a + k_b, geo, lin_c))
+
+
+def _count_steps(
+    t_start: Tensor, t_far: Tensor, dt_min: float, dt_max: float, dt_gamma: float, max_steps: int
+) -> Tensor:
+    """Number of samples ``k`` with ``t_k < t_far`` (capped at ``max_steps``)."""
+    span = (t_far - t_start).clamp_min(0.0)
+    if dt_gamma <= 0.0:
+        n = torch.ceil(span / dt_min)
+    else:
+        t_a, t_b = dt_min / dt_gamma, dt_max / dt_gamma
+        log_r = math.log1p(dt_gamma)
+        k_a = torch.ceil(((t_a - t_start) / dt_min).clamp_min(0.0))
+        t_at_a = t_start + k_a * dt_min
+        k_b = torch.ceil((torch.log(torch.as_tensor(t_b) / t_at_a) / log_r).clamp_min(0.0))
+        t_at_b = t_at_a * torch.exp(k_b * log_r)
+        n_a = torch.ceil(span / dt_min)
+        n_b = k_a + torch.ceil((torch.log(t_far / t_at_a) / log_r).clamp_min(0.0))
+        n_c = k_a + k_b + torch.ceil(((t_far - t_at_b) / dt_max).clamp_min(0.0))
+        n = torch.where(t_far <= t_at_a, n_a, torch.where(t_far <= t_at_b, n_b, n_c))
+    n = torch.where(t_far > t_start, n, torch.zeros_like(n))
+    return n.clamp(0, max_steps).long()
+
+
+def march_rays_train(
+    rays_o: Float[Tensor, "n 3"],
+    rays_d: Float[Tensor, "n 3"],
+    t_near: Float[Tensor, " n"],
+    t_far: Float[Tensor, " n"],
+    bitfield: Int[Tensor, " b"],
+    aabb: Float[Tensor, "6"],
+    n_cascades: int,
+    res: int,
+    dt_min: float,
+    dt_max: float,
+    dt_gamma: float = 0.0,
+    max_steps: int = 1024,
+    jitter: Optional[Float[Tensor, " n"]] = None,
+) -> Tuple[Int[Tensor, " s"], Float[Tensor, " s"], Float[Tensor, " s"]]:
+    """Samples of each ray that fall in occupied cells, packed and sorted by ray (see module docstring).
+
+    Returns ``(ray_indices, t_starts, t_ends)``. Rays with ``t_far <= t_near`` get no samples.
+    """
+    device = rays_o.device
+    dt0 = (t_near * dt_gamma).clamp(dt_min, dt_max) if dt_gamma > 0 else torch.full_like(t_near, dt_min)
+    t_start = t_near + (jitter * dt0 if jitter is not None else 0.0)
+    valid = t_far > t_near
+    t_start = torch.where(valid, t_start, t_far)
+    counts = _count_steps(t_start, t_far, dt_min, dt_max, dt_gamma, max_steps)
+    total = int(counts.sum())
+    if total == 0:
+        empty_f = rays_o.new_zeros((0,))
+        return torch.zeros((0,), dtype=torch.long, device=device), empty_f, empty_f.clone()
+    ray_ids = torch.repeat_interleave(torch.arange(rays_o.shape[0], device=device), counts)
+    offsets = torch.cumsum(counts, 0) - counts
+    k = (torch.arange(total, device=device) - offsets[ray_ids]).to(rays_o.dtype)
+    ts = t_start[ray_ids]
+    t0 = step_schedule(ts, k, dt_min, dt_max, dt_gamma)
+    step = (t0 * dt_gamma).clamp(dt_min, dt_max) if dt_gamma > 0 else torch.full_like(t0, dt_min)
+    t1 = torch.minimum(t0 + step, t_far[ray_ids])
+    mid = (t0 + t1) * 0.5
+    pos = rays_o[ray_ids] + rays_d[ray_ids] * mid[:, None]
+    keep = occupancy_lookup(pos, bitfield, aabb, n_cascades, res) & (t0 < t_far[ray_ids])
+    return ray_ids[keep], t0[keep], t1[keep]
+
+
+def _ray_offsets(ray_indices: Tensor, n_rays: int) -> Tensor:
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    return torch.cumsum(counts, 0) - counts
+
+
+def render_weights(
+    sigmas: Float[Tensor, " s"],
+    t_starts: Float[Tensor, " s"],
+    t_ends: Float[Tensor, " s"],
+    ray_indices: Int[Tensor, " s"],
+    n_rays: int,
+    t_thresh: float = 1e-4,
+) -> Tuple[Float[Tensor, " s"], Float[Tensor, " s"]]:
+    """Volume-rendering weights ``w_i = T_i (1 - exp(-sigma_i dt_i))`` and transmittances ``T_i``.
+
+    Samples must be sorted by ray. Samples whose transmittance has fallen below ``t_thresh`` (early stop) get weight 0.
+    """
+    if sigmas.numel() == 0:
+        return sigmas.clone(), sigmas.clone()
+    tau = sigmas * (t_ends - t_starts)
+    # Exclusive segmented cumulative sum, in float64 so that long packed arrays keep their precision.
+    cs = torch.cumsum(tau.double(), 0)
+    start = _ray_offsets(ray_indices, n_rays)[ray_indices]
+    before = cs - tau.double()
+    excl = (before - before[start]).to(sigmas.dtype)
+    trans = torch.exp(-excl)
+    alpha = 1.0 - torch.exp(-tau)
+    weights = trans * alpha
+    weights = torch.where(trans >= t_thresh, weights, torch.zeros_like(weights))
+    return weights, trans
+
+
+def accumulate_along_rays(
+    weights: Float[Tensor, " s"], values: Optional[Float[Tensor, "s c"]], ray_indices: Int[Tensor, " s"], n_rays: int
+) -> Float[Tensor, "n c"]:
+    """``out[r] = sum_{i in ray r} w_i v_i``; with ``values=None`` it sums the weights (shape ``[n, 1]``)."""
+    src = weights[:, None] if values is None else weights[:, None] * values
+    out = torch.zeros((n_rays, src.shape[-1]), dtype=src.dtype, device=src.device)
+    return out.index_add(0, ray_indices, src)
+
+
+def composite_rays_train(
+    sigmas: Float[Tensor, " s"],
+    rgbs: Float[Tensor, "s 3"],
+    t_starts: Float[Tensor, " s"],
+    t_ends: Float[Tensor, " s"],
+    ray_indices: Int[Tensor, " s"],
+    n_rays: int,
+    t_thresh: float = 1e-4,
+) -> Tuple[Float[Tensor, " s"], Float[Tensor, "n 3"], Float[Tensor, " n"], Float[Tensor, " n"]]:
+    """Fused compositing: returns ``(weights, image, depth, accumulation)`` (depth is the weighted midpoint ``t``)."""
+    weights, _ = render_weights(sigmas, t_starts, t_ends, ray_indices, n_rays, t_thresh)
+    image = accumulate_along_rays(weights, rgbs, ray_indices, n_rays)
+    mids = ((t_starts + t_ends) * 0.5)[:, None]
+    depth = accumulate_along_rays(weights, mids, ray_indices, n_rays)[:, 0]
+    acc = accumulate_along_rays(weights, None, ray_indices, n_rays)[:, 0]
+    return weights, image, depth, acc

@@ -1,0 +1,259 @@
+"""Public ray-marching functions: input checks, then dispatch to the compiled kernels or the torch reference."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from relight3d.ops import _backend, _torch_impl
+
+
+def _impl(name: str, like: Tensor) -> Callable:
+    """The implementation of op ``name`` for tensors on ``like``'s device."""
+    if _backend.active_backend(like.device.type) == "torch":
+        return getattr(_torch_impl, name)
+    from relight3d.ops import _wrapper  # imported only once a compiled extension exists
+
+    fn = getattr(_wrapper, name, None)
+    return fn if fn is not None else getattr(_torch_impl, name)
+
+
+def _check(name: str, device: torch.device, **tensors: Optional[Tensor]) -> None:
+    """Raise if any tensor is on another device or is not float32 / an integer type as its name implies."""
+    for key, t in tensors.items():
+        if t is None:
+            continue
+        if t.device != device:
+            raise ValueError(f"{name}: '{key}' is on {t.device} but the rays are on {device}; move it explicitly")
+        integer = key in ("ray_indices", "indices", "coords", "codes", "bitfield")
+        if integer and (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"{name}: '{key}' must be an integer tensor, got {t.dtype}")
+        if not integer and t.dtype != torch.float32:
+            raise TypeError(f"{name}: '{key}' must be float32, got {t.dtype}")
+
+
+def _check_shape(name: str, key: str, t: Tensor, shape: Tuple[int, ...]) -> None:
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name}: '{key}' must have shape {shape}, got {tuple(t.shape)}")
+
+
+def ray_aabb_intersect(
+    rays_o: Float[Tensor, "n 3"], rays_d: Float[Tensor, "n 3"], aabb: Float[Tensor, "6"], near_min: float = 0.0
+) -> Tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
+    """Entry and exit distances of rays through an axis-aligned box.
+
+    Args:
+        rays_o: ray origins.
+        rays_d: ray directions (need not be normalised; ``t`` is in units of ``|d|``).
+        aabb: ``[xmin, ymin, zmin, xmax, ymax, zmax]``.
+        near_min: lower bound on ``t_near``.
+
+    Returns:
+        ``(t_near, t_far)``; rays that miss get ``t_near = t_far = MISS_T``.
+
+    Example:
+        >>> o = torch.tensor([[0.0, 0.0, -3.0]]); d = torch.tensor([[0.0, 0.0, 1.0]])
+        >>> ray_aabb_intersect(o, d, torch.tensor([-1.0, -1, -1, 1, 1, 1]))
+        (tensor([2.]), tensor([4.]))
+    """
+    _check("ray_aabb_intersect", rays_o.device, rays_o=rays_o, rays_d=rays_d, aabb=aabb)
+    _check_shape("ray_aabb_intersect", "rays_d", rays_d, tuple(rays_o.shape))
+    _check_shape("ray_aabb_intersect", "aabb", aabb, (6,))
+    return _impl("ray_aabb_intersect", rays_o)(rays_o, rays_d, aabb, near_min)
+
+
+def morton3d(coords: Int[Tensor, "n 3"]) -> Int[Tensor, " n"]:
+    """Morton (Z-order) codes of integer grid coordinates in ``[0, 1024)``.
+
+    Example:
+        >>> morton3d(torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 1]]))
+        tensor([1, 2, 7])
+    """
+    _check("morton3d", coords.device, coords=coords)
+    return _impl("morton3d", coords)(coords)
+
+
+def morton3d_invert(codes: Int[Tensor, " n"]) -> Int[Tensor, "n 3"]:
+    """Integer coordinates of Morton codes; inverse of :func:`morton3d`.
+
+    Example:
+        >>> morton3d_invert(torch.tensor([7]))
+        tensor([[1, 1, 1]])
+    """
+    _check("morton3d_invert", codes.device, codes=codes)
+    return _impl("morton3d_invert", codes)(codes)
+
+
+def occupancy_cell_positions(
+    indices: Int[Tensor, " n"], aabb: Float[Tensor, "6"], res: int, jitter: Optional[Float[Tensor, "n 3"]] = None
+) -> Float[Tensor, "n 3"]:
+    """World positions inside occupancy cells with flat indices ``cascade * res**3 + morton``.
+
+    Example:
+        >>> occupancy_cell_positions(torch.tensor([0]), torch.tensor([-1.0, -1, -1, 1, 1, 1]), 2)
+        tensor([[-0.5000, -0.5000, -0.5000]])
+    """
+    _check("occupancy_cell_positions", indices.device, indices=indices, aabb=aabb, jitter=jitter)
+    return _impl("occupancy_cell_positions", indices)(indices, aabb, res, jitter)
+
+
+def occupancy_grid_update(
+    density_grid: Float[Tensor, "c m"], indices: Int[Tensor, " n"], values: Float[Tensor, " n"], decay: float
+) -> Float[Tensor, "c m"]:
+    """Exponential moving maximum of the occupancy grid at the given cells (returns a new grid).
+
+    Example:
+        >>> occupancy_grid_update(torch.zeros(1, 8), torch.tensor([3]), torch.tensor([2.0]), 0.95)[0, 3]
+        tensor(2.)
+    """
+    _check("occupancy_grid_update", density_grid.device, density_grid=density_grid, indices=indices, values=values)
+    return _impl("occupancy_grid_update", density_grid)(density_grid, indices, values, decay)
+
+
+def pack_bitfield(density_grid: Float[Tensor, "c m"], threshold: float) -> Int[Tensor, " b"]:
+    """Threshold an occupancy grid and pack it into a uint8 bitfield (cell ``i`` is bit ``i % 8`` of byte ``i // 8``).
+
+    Example:
+        >>> pack_bitfield(torch.tensor([[0.0, 1, 0, 0, 0, 0, 0, 1]]), 0.5)
+        tensor([130], dtype=torch.uint8)
+    """
+    _check("pack_bitfield", density_grid.device, density_grid=density_grid)
+    if density_grid.numel() % 8:
+        raise ValueError(f"pack_bitfield: the grid has {density_grid.numel()} cells, not a multiple of 8")
+    return _impl("pack_bitfield", density_grid)(density_grid, threshold)
+
+
+def unpack_bitfield(bitfield: Int[Tensor, " b"]) -> Bool[Tensor, " m"]:
+    """One bool per cell from a packed bitfield; inverse of :func:`pack_bitfield`."""
+    _check("unpack_bitfield", bitfield.device, bitfield=bitfield)
+    return _impl("unpack_bitfield", bitfield)(bitfield)
+
+
+def occupancy_lookup(
+    positions: Float[Tensor, "n 3"], bitfield: Int[Tensor, " b"], aabb: Float[Tensor, "6"], n_cascades: int, res: int
+) -> Bool[Tensor, " n"]:
+    """Whether each position lies in an occupied cell of a (cascaded) occupancy grid."""
+    _check("occupancy_lookup", positions.device, positions=positions, bitfield=bitfield, aabb=aabb)
+    return _impl("occupancy_lookup", positions)(positions, bitfield, aabb, n_cascades, res)
+
+
+def march_rays_train(
+    rays_o: Float[Tensor, "n 3"],
+    rays_d: Float[Tensor, "n 3"],
+    t_near: Float[Tensor, " n"],
+    t_far: Float[Tensor, " n"],
+    bitfield: Int[Tensor, " b"],
+    aabb: Float[Tensor, "6"],
+    n_cascades: int,
+    res: int,
+    dt_min: float,
+    dt_max: float,
+    dt_gamma: float = 0.0,
+    max_steps: int = 1024,
+    jitter: Optional[Float[Tensor, " n"]] = None,
+) -> Tuple[Int[Tensor, " s"], Float[Tensor, " s"], Float[Tensor, " s"]]:
+    """Place samples along rays, keeping only those inside occupied cells.
+
+    The step grows with distance (cone stepping, ``dt = clamp(t * dt_gamma, dt_min, dt_max)``); ``dt_gamma=0`` gives
+    uniform steps of ``dt_min``. See :mod:`relight3d.ops._torch_impl` for the exact schedule.
+
+    Args:
+        rays_o, rays_d: rays.
+        t_near, t_far: the interval to march, e.g. from :func:`ray_aabb_intersect`.
+        bitfield: packed occupancy (see :class:`OccupancyGrid`).
+        aabb: box of cascade 0.
+        n_cascades, res: grid layout.
+        dt_min, dt_max, dt_gamma: step schedule.
+        max_steps: cap on candidate samples per ray.
+        jitter: per-ray offset in ``[0, 1)`` of the first sample, in units of its step (training noise).
+
+    Returns:
+        ``(ray_indices, t_starts, t_ends)``, packed and sorted by ray.
+
+    Example:
+        >>> from relight3d.ops import OccupancyGrid
+        >>> grid = OccupancyGrid(torch.tensor([-1.0, -1, -1, 1, 1, 1]), res=16)
+        >>> o, d = torch.tensor([[0.0, 0, -3]]), torch.tensor([[0.0, 0, 1]])
+        >>> tn, tf = ray_aabb_intersect(o, d, grid.aabb)
+        >>> ids, t0, t1 = march_rays_train(o, d, tn, tf, grid.bitfield, grid.aabb, 1, 16, 0.1, 0.1)
+        >>> ids.shape
+        torch.Size([20])
+    """
+    name = "march_rays_train"
+    _check(name, rays_o.device, rays_o=rays_o, rays_d=rays_d, t_near=t_near, t_far=t_far, bitfield=bitfield,
+           aabb=aabb, jitter=jitter)
+    if bitfield.dtype != torch.uint8:
+        raise TypeError(f"{name}: 'bitfield' must be uint8, got {bitfield.dtype}")
+    n = rays_o.shape[0]
+    _check_shape(name, "rays_d", rays_d, (n, 3))
+    _check_shape(name, "t_near", t_near, (n,))
+    _check_shape(name, "t_far", t_far, (n,))
+    _check_shape(name, "bitfield", bitfield, (n_cascades * res**3 // 8,))
+    if jitter is not None:
+        _check_shape(name, "jitter", jitter, (n,))
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+    if res > _torch_impl.MAX_MORTON_RES or res % 2:
+        raise ValueError(f"{name}: res must be even and at most {_torch_impl.MAX_MORTON_RES}, got {res}")
+    return _impl(name, rays_o)(rays_o, rays_d, t_near, t_far, bitfield, aabb, n_cascades, res, dt_min, dt_max,
+                               dt_gamma, max_steps, jitter)
+
+
+def _check_packed(name: str, sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> None:
+    _check(name, sigmas.device, sigmas=sigmas, t_starts=t_starts, t_ends=t_ends, ray_indices=ray_indices)
+    s = sigmas.shape[0]
+    for key, t in (("t_starts", t_starts), ("t_ends", t_ends), ("ray_indices", ray_indices)):
+        _check_shape(name, key, t, (s,))
+
+
+def render_weights(
+    sigmas: Float[Tensor, " s"],
+    t_starts: Float[Tensor, " s"],
+    t_ends: Float[Tensor, " s"],
+    ray_indices: Int[Tensor, " s"],
+    n_rays: int,
+    t_thresh: float = 1e-4,
+) -> Tuple[Float[Tensor, " s"], Float[Tensor, " s"]]:
+    """Volume-rendering weights and transmittances of packed samples (differentiable in ``sigmas``).
+
+    Samples after a ray's transmittance falls below ``t_thresh`` get weight 0 (early stop).
+
+    Example:
+        >>> w, t = render_weights(torch.tensor([1e9, 1.0]), torch.tensor([0.0, 1]), torch.tensor([1.0, 2]),
+        ...                       torch.tensor([0, 0]), 1)
+        >>> w
+        tensor([1., 0.])
+    """
+    _check_packed("render_weights", sigmas, t_starts, t_ends, ray_indices)
+    return _impl("render_weights", sigmas)(sigmas, t_starts, t_ends, ray_indices, n_rays, t_thresh)
+
+
+def accumulate_along_rays(
+    weights: Float[Tensor, " s"], values: Optional[Float[Tensor, "s c"]], ray_indices: Int[Tensor, " s"], n_rays: int
+) -> Float[Tensor, "n c"]:
+    """Weighted per-ray sums of packed sample values (``values=None`` sums the weights).
+
+    Example:
+        >>> accumulate_along_rays(torch.tensor([0.5, 0.5]), torch.tensor([[1.0], [3.0]]), torch.tensor([0, 0]), 1)
+        tensor([[2.]])
+    """
+    _check("accumulate_along_rays", weights.device, weights=weights, values=values, ray_indices=ray_indices)
+    return _impl("accumulate_along_rays", weights)(weights, values, ray_indices, n_rays)
+
+
+def composite_rays_train(
+    sigmas: Float[Tensor, " s"],
+    rgbs: Float[Tensor, "s 3"],
+    t_starts: Float[Tensor, " s"],
+    t_ends: Float[Tensor, " s"],
+    ray_indices: Int[Tensor, " s"],
+    n_rays: int,
+    t_thresh: float = 1e-4,
+) -> Tuple[Float[Tensor, " s"], Float[Tensor, "n 3"], Float[Tensor, " n"], Float[Tensor, " n"]]:
+    """Composite packed samples into ``(weights, image, depth, accumulation)``; differentiable in sigmas and rgbs."""
+    _check_packed("composite_rays_train", sigmas, t_starts, t_ends, ray_indices)
+    _check("composite_rays_train", sigmas.device, rgbs=rgbs)
+    return _impl("composite_rays_train", sigmas)(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, t_thresh)
