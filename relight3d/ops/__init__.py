@@ -9,7 +9,9 @@ from relight3d.ops._torch_impl import MISS_T
 from relight3d.ops.occupancy import OccupancyGrid
 from relight3d.ops.ray_marching import (
     accumulate_along_rays,
+    composite_rays_inference,
     composite_rays_train,
+    march_rays_inference,
     march_rays_train,
     morton3d,
     morton3d_invert,
@@ -26,7 +28,9 @@ __all__ = [
     "MISS_T",
     "OccupancyGrid",
     "accumulate_along_rays",
+    "composite_rays_inference",
     "composite_rays_train",
+    "march_rays_inference",
     "march_rays_train",
     "morton3d",
     "morton3d_invert",

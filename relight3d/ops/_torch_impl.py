@@ -34,6 +34,9 @@ MISS_T = 1e10
 MAX_MORTON_RES = 1024
 """Largest grid resolution whose Morton code fits the 30 bits used here."""
 
+_TAU_CAP = 200.0
+"""Optical depth above which a sample is opaque in float32 (``exp(-200) == 0``)."""
+
 
 def ray_aabb_intersect(
     rays_o: Float[Tensor, "n 3"], rays_d: Float[Tensor, "n 3"], aabb: Float[Tensor, "6"], near_min: float = 0.0
@@ -254,10 +257,14 @@ def render_weights(
     if sigmas.numel() == 0:
         return sigmas.clone(), sigmas.clone()
     tau = sigmas * (t_ends - t_starts)
-    # Exclusive segmented cumulative sum, in float64 so that long packed arrays keep their precision.
-    cs = torch.cumsum(tau.double(), 0)
+    # Exclusive segmented cumulative sum, in float64 so that long packed arrays keep their precision. The prefix sum
+    # runs over all rays, so tau is capped first: one opaque sample (sigma = 1e30, or inf from an overflowing density
+    # activation) would otherwise wipe out the precision of, or turn into NaN, every later ray's transmittance. The
+    # cap changes nothing in float32: exp(-_TAU_CAP) == 0 and the gradient through a capped tau is multiplied by 0.
+    tau_sum = tau.clamp_max(_TAU_CAP).double()
+    cs = torch.cumsum(tau_sum, 0)
     start = _ray_offsets(ray_indices, n_rays)[ray_indices]
-    before = cs - tau.double()
+    before = cs - tau_sum
     excl = (before - before[start]).to(sigmas.dtype)
     trans = torch.exp(-excl)
     alpha = 1.0 - torch.exp(-tau)
@@ -291,3 +298,118 @@ def composite_rays_train(
     depth = accumulate_along_rays(weights, mids, ray_indices, n_rays)[:, 0]
     acc = accumulate_along_rays(weights, None, ray_indices, n_rays)[:, 0]
     return weights, image, depth, acc
+
+
+def _step(t: Tensor, dt_min: float, dt_max: float, dt_gamma: float) -> Tensor:
+    """``dt(t)`` of the schedule."""
+    return (t * dt_gamma).clamp(dt_min, dt_max) if dt_gamma > 0 else torch.full_like(t, dt_min)
+
+
+def march_rays_inference(
+    rays_o: Float[Tensor, "n 3"],
+    rays_d: Float[Tensor, "n 3"],
+    t: Float[Tensor, " n"],
+    t_far: Float[Tensor, " n"],
+    alive: Int[Tensor, " a"],
+    bitfield: Int[Tensor, " b"],
+    aabb: Float[Tensor, "6"],
+    n_cascades: int,
+    res: int,
+    dt_min: float,
+    dt_max: float,
+    dt_gamma: float = 0.0,
+    n_steps: int = 8,
+    max_candidates: int = 1024,
+) -> Tuple[Float[Tensor, "a k"], Float[Tensor, "a k"]]:
+    """Next ``n_steps`` samples in occupied cells of each alive ray, from its current ``t`` (advanced in place).
+
+    Candidate ``j`` of a ray is ``step_schedule(t, j)`` (the schedule restarted at ``t``: the recurrence only
+    depends on the current ``t``), spanning ``[t_j, min(t_j + dt(t_j), t_far)]`` and kept when its midpoint's cell is
+    occupied, as in :func:`march_rays_train`. A ray stops at its ``n_steps``-th kept sample, at the first candidate
+    with ``t_j >= t_far``, or after ``max_candidates`` candidates; ``t`` becomes the first candidate not examined.
+    Unused slots have ``t_starts == t_ends == 0``. Rays with ``t >= t_far`` get no samples and keep their ``t``.
+    """
+    a = alive.shape[0]
+    alive = alive.long()
+    t_starts = rays_o.new_zeros((a, n_steps))
+    t_ends = rays_o.new_zeros((a, n_steps))
+    t_cur, tf = t[alive], t_far[alive]
+    t_next = t_cur.clone()
+    found = torch.zeros(a, dtype=torch.long, device=rays_o.device)
+    j_base = torch.zeros(a, dtype=rays_o.dtype, device=rays_o.device)
+    todo = torch.nonzero(t_cur < tf)[:, 0]
+    chunk = min(max(4 * n_steps, 64), max_candidates)
+    cols = torch.arange(chunk, dtype=rays_o.dtype, device=rays_o.device)
+    while todo.numel() > 0:
+        ts, tfar = t_cur[todo, None], tf[todo, None]
+        j = j_base[todo, None] + cols
+        t0 = step_schedule(ts, j, dt_min, dt_max, dt_gamma)
+        t1 = torch.minimum(t0 + _step(t0, dt_min, dt_max, dt_gamma), tfar)
+        mid = (t0 + t1) * 0.5
+        rays = alive[todo]
+        pos = rays_o[rays, None] + rays_d[rays, None] * mid[..., None]
+        occ = occupancy_lookup(pos.reshape(-1, 3), bitfield, aabb, n_cascades, res).view(t0.shape)
+        # candidates examined: those before the first one past t_far or past max_candidates
+        examinable = torch.cummin(((t0 < tfar) & (j < max_candidates)).to(torch.uint8), dim=1).values.bool()
+        kept = occ & examinable
+        rank = torch.cumsum(kept.long(), dim=1)  # 1-based rank of each kept candidate within the chunk
+        need = (n_steps - found[todo])[:, None]
+        take = kept & (rank <= need)
+        rows, c = torch.nonzero(take, as_tuple=True)
+        slot = found[todo][rows] + rank[rows, c] - 1
+        t_starts[todo[rows], slot] = t0[rows, c]
+        t_ends[todo[rows], slot] = t1[rows, c]
+        found[todo] += take.sum(dim=1)
+        full = found[todo] == n_steps
+        last_taken = (chunk - 1) - torch.argmax(take.flip(1).to(torch.uint8), dim=1)
+        stopped = ~examinable[:, -1]
+        first_stop = torch.argmax((~examinable).to(torch.uint8), dim=1)
+        done = full | stopped
+        j_stop = torch.where(full, last_taken + 1, first_stop).to(rays_o.dtype) + j_base[todo]
+        fin = todo[done]
+        t_next[fin] = step_schedule(t_cur[fin], j_stop[done], dt_min, dt_max, dt_gamma)
+        todo = todo[~done]
+        j_base[todo] += chunk
+    t[alive] = t_next
+    return t_starts, t_ends
+
+
+def composite_rays_inference(
+    sigmas: Float[Tensor, "a k"],
+    rgbs: Float[Tensor, "a k 3"],
+    t_starts: Float[Tensor, "a k"],
+    t_ends: Float[Tensor, "a k"],
+    alive: Int[Tensor, " a"],
+    t: Float[Tensor, " n"],
+    t_far: Float[Tensor, " n"],
+    image: Float[Tensor, "n 3"],
+    depth: Float[Tensor, " n"],
+    acc: Float[Tensor, " n"],
+    trans: Float[Tensor, " n"],
+    t_thresh: float = 1e-4,
+) -> Int[Tensor, " a2"]:
+    """Composite one batch of :func:`march_rays_inference` samples front to back into the per-ray state.
+
+    For row ``i`` (ray ``r = alive[i]``), sample ``j`` has ``T_j = trans[r] * exp(-sum_{l<j} tau_l)``; it adds
+    ``w_j = T_j (1 - exp(-tau_j))`` times its rgb / midpoint / 1 to ``image[r]`` / ``depth[r]`` / ``acc[r]`` when
+    ``T_j >= t_thresh`` (the early stop of :func:`render_weights`). Slots with ``t_end <= t_start`` are padding.
+    ``trans[r]`` becomes the transmittance behind the row. Updates the state in place and returns the rays of
+    ``alive`` still alive: ``trans >= t_thresh`` and ``t < t_far``.
+    """
+    alive = alive.long()
+    dt = t_ends - t_starts
+    valid = dt > 0
+    tau = torch.where(valid, sigmas * dt, torch.zeros_like(dt))
+    od = torch.cumsum(tau.double(), dim=1)
+    excl = torch.cat([torch.zeros_like(od[:, :1]), od[:, :-1]], dim=1).to(sigmas.dtype)
+    T0 = trans[alive]
+    T = T0[:, None] * torch.exp(-excl)
+    w = torch.where(valid & (T >= t_thresh), T * (1.0 - torch.exp(-tau)), torch.zeros_like(T))
+    mids = (t_starts + t_ends) * 0.5
+    image[alive] += (w[..., None] * rgbs).sum(dim=1)
+    depth[alive] += (w * mids).sum(dim=1)
+    acc[alive] += w.sum(dim=1)
+    T_end = T0 * torch.exp(-od[:, -1].to(sigmas.dtype)) if od.shape[1] > 0 else T0
+    trans[alive] = T_end
+    keep = (T_end >= t_thresh) & (t[alive] < t_far[alive])
+    return alive[keep]

@@ -90,11 +90,14 @@ class OccupancyGrid(nn.Module):
         During warm-up every cell is visited; afterwards a random quarter of the cells plus as many occupied cells.
         """
         device = self.density.device
+        visible = torch.nonzero(self.density.reshape(-1) >= 0)[:, 0]  # carved cells (negative) are never visited
+        if visible.numel() == 0:
+            return
         if int(self.n_updates) < self.warmup_updates:
-            indices = torch.arange(self.n_cells, device=device)
+            indices = visible
         else:
-            n = self.n_cells // 4
-            rand = torch.randint(0, self.n_cells, (n,), device=device, generator=generator)
+            n = max(visible.numel() // 4, 1)
+            rand = visible[torch.randint(0, visible.numel(), (n,), device=device, generator=generator)]
             occ = torch.nonzero(unpack_bitfield(self.bitfield))[:, 0]
             if occ.numel() > 0:
                 pick = torch.randint(0, occ.numel(), (min(n, occ.numel()),), device=device, generator=generator)
@@ -110,6 +113,51 @@ class OccupancyGrid(nn.Module):
         thresh = min(float(valid.mean()) if valid.numel() else 0.0, self.threshold)
         self.bitfield.copy_(pack_bitfield(self.density, thresh))
         self.n_updates += 1
+
+    @torch.no_grad()
+    def carve(
+        self,
+        world_to_pixel: Float[Tensor, "v 3 4"],
+        masks: Float[Tensor, "v h w"],
+        dilate: int = 2,
+        chunk_views: int = 8,
+    ) -> float:
+        """Space carving: mark cells outside the visual hull of the masks as never occupied.
+
+        A cell is carved when its centre projects inside the image of some view and onto background there
+        (``mask == 0`` after dilating the masks by ``dilate`` pixels). Carved cells are stored as negative density:
+        they are skipped by updates and never become occupied. Returns the fraction of cells carved.
+
+        Args:
+            world_to_pixel: per view, the 3x4 matrix taking homogeneous world points to ``(u*z, v*z, z)`` with ``z``
+                the depth in front of the camera and ``(u, v)`` continuous pixel coordinates.
+            masks: per view, the object mask (alpha) in [0, 1].
+        """
+        device = self.density.device
+        if dilate > 0:
+            k = 2 * dilate + 1
+            masks = torch.nn.functional.max_pool2d(masks[:, None].float(), k, stride=1, padding=dilate)[:, 0]
+        fg = masks > 0
+        h, w = fg.shape[1:]
+        idx = torch.arange(self.n_cells, device=device)
+        centers = occupancy_cell_positions(idx, self.aabb, self.res)
+        homog = torch.cat([centers, torch.ones_like(centers[:, :1])], -1)
+        carved = torch.zeros(self.n_cells, dtype=torch.bool, device=device)
+        for s in range(0, world_to_pixel.shape[0], chunk_views):
+            for v in range(s, min(s + chunk_views, world_to_pixel.shape[0])):
+                p = homog @ world_to_pixel[v].T
+                z = p[:, 2]
+                u = p[:, 0] / z.clamp_min(1e-6)
+                vv = p[:, 1] / z.clamp_min(1e-6)
+                inside = (z > 0) & (u >= 0) & (u < w) & (vv >= 0) & (vv < h)
+                ui = u.long().clamp(0, w - 1)
+                vi = vv.long().clamp(0, h - 1)
+                carved |= inside & ~fg[v][vi, ui]
+        flat = self.density.view(-1)
+        flat[carved] = -1.0
+        # Until the next update, every cell that survived carving counts as occupied.
+        self.bitfield.copy_(pack_bitfield(self.density, -0.5))
+        return float(carved.float().mean())
 
     def mark_all_occupied(self) -> None:
         """Reset the bitfield to fully occupied (e.g. after the geometry changed drastically)."""

@@ -257,3 +257,145 @@ def composite_rays_train(
     _check_packed("composite_rays_train", sigmas, t_starts, t_ends, ray_indices)
     _check("composite_rays_train", sigmas.device, rgbs=rgbs)
     return _impl("composite_rays_train", sigmas)(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, t_thresh)
+
+
+def _check_alive(name: str, alive: Tensor, device: torch.device) -> None:
+    if alive.device != device:
+        raise ValueError(f"{name}: 'alive' is on {alive.device} but the rays are on {device}; move it explicitly")
+    if alive.is_floating_point() or alive.is_complex() or alive.dtype == torch.bool:
+        raise TypeError(f"{name}: 'alive' must be an integer tensor of ray indices, got {alive.dtype}")
+    if alive.dim() != 1:
+        raise ValueError(f"{name}: 'alive' must be 1-D, got shape {tuple(alive.shape)}")
+
+
+def march_rays_inference(
+    rays_o: Float[Tensor, "n 3"],
+    rays_d: Float[Tensor, "n 3"],
+    t: Float[Tensor, " n"],
+    t_far: Float[Tensor, " n"],
+    alive: Int[Tensor, " a"],
+    bitfield: Int[Tensor, " b"],
+    aabb: Float[Tensor, "6"],
+    n_cascades: int,
+    res: int,
+    dt_min: float,
+    dt_max: float,
+    dt_gamma: float = 0.0,
+    n_steps: int = 8,
+    max_candidates: int = 1024,
+) -> Tuple[Float[Tensor, "a k"], Float[Tensor, "a k"]]:
+    """Next samples of the alive rays for rendering, resuming each ray at its current ``t``.
+
+    The samples follow the schedule of :func:`march_rays_train` (the cone-stepping recurrence depends only on the
+    current ``t``, so it can resume anywhere): marching a ray call after call until it dies visits the samples that
+    :func:`march_rays_train` gives it without jitter (up to float rounding, and without the ``max_steps`` cap).
+    Per call, each ray examines candidate steps until it has ``n_steps`` samples in occupied cells, reaches
+    ``t_far``, or has examined ``max_candidates`` steps (it then resumes at the next call).
+
+    Args:
+        rays_o, rays_d: all rays.
+        t: per-ray state, where each ray resumes (start with ``t_near``). Advanced in place for the rays in
+            ``alive``: it becomes the first step not examined, ``>= t_far`` once a ray has no sample left.
+        t_far: end of each ray's interval.
+        alive: indices of the rays to march (unique), e.g. the output of :func:`composite_rays_inference`.
+        bitfield, aabb, n_cascades, res: the occupancy grid (see :class:`OccupancyGrid`).
+        dt_min, dt_max, dt_gamma: step schedule.
+        n_steps: samples per ray and call (the width of the outputs).
+        max_candidates: cap on the steps a ray examines per call, which bounds the work of one call.
+
+    Returns:
+        ``(t_starts, t_ends)`` of shape ``[len(alive), n_steps]``; unused slots have ``t_starts == t_ends == 0``.
+
+    Example:
+        >>> aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+        >>> bitfield = torch.full((16**3 // 8,), 255, dtype=torch.uint8)
+        >>> o, d = torch.tensor([[0.0, 0, -3]]), torch.tensor([[0.0, 0, 1]])
+        >>> t, t_far = ray_aabb_intersect(o, d, aabb)
+        >>> image, depth, acc, trans = torch.zeros(1, 3), torch.zeros(1), torch.zeros(1), torch.ones(1)
+        >>> alive = torch.arange(1)
+        >>> while alive.numel() > 0:
+        ...     t0, t1 = march_rays_inference(o, d, t, t_far, alive, bitfield, aabb, 1, 16, 0.1, 0.1, n_steps=4)
+        ...     sigmas, rgbs = torch.full_like(t0, 0.5), torch.ones(*t0.shape, 3)  # a field queried at the midpoints
+        ...     alive = composite_rays_inference(sigmas, rgbs, t0, t1, alive, t, t_far, image, depth, acc, trans)
+        >>> round(float(acc[0]), 4)  # 1 - exp(-0.5 * 2)
+        0.6321
+    """
+    name = "march_rays_inference"
+    _check(name, rays_o.device, rays_o=rays_o, rays_d=rays_d, t=t, t_far=t_far, bitfield=bitfield, aabb=aabb)
+    _check_alive(name, alive, rays_o.device)
+    if bitfield.dtype != torch.uint8:
+        raise TypeError(f"{name}: 'bitfield' must be uint8, got {bitfield.dtype}")
+    n = rays_o.shape[0]
+    _check_shape(name, "rays_d", rays_d, (n, 3))
+    _check_shape(name, "t", t, (n,))
+    _check_shape(name, "t_far", t_far, (n,))
+    _check_shape(name, "bitfield", bitfield, (n_cascades * res**3 // 8,))
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+    if res > _torch_impl.MAX_MORTON_RES or res % 2:
+        raise ValueError(f"{name}: res must be even and at most {_torch_impl.MAX_MORTON_RES}, got {res}")
+    if n_steps < 1 or max_candidates < 1:
+        raise ValueError(f"{name}: need n_steps >= 1 and max_candidates >= 1, got {n_steps}, {max_candidates}")
+    return _impl(name, rays_o)(rays_o, rays_d, t, t_far, alive, bitfield, aabb, n_cascades, res, dt_min, dt_max,
+                               dt_gamma, n_steps, max_candidates)
+
+
+def composite_rays_inference(
+    sigmas: Float[Tensor, "a k"],
+    rgbs: Float[Tensor, "a k 3"],
+    t_starts: Float[Tensor, "a k"],
+    t_ends: Float[Tensor, "a k"],
+    alive: Int[Tensor, " a"],
+    t: Float[Tensor, " n"],
+    t_far: Float[Tensor, " n"],
+    image: Float[Tensor, "n 3"],
+    depth: Float[Tensor, " n"],
+    acc: Float[Tensor, " n"],
+    trans: Float[Tensor, " n"],
+    t_thresh: float = 1e-4,
+) -> Int[Tensor, " a2"]:
+    """Composite the samples of :func:`march_rays_inference` front to back into the per-ray render state.
+
+    Each sample is weighted like in :func:`composite_rays_train` (``w = T (1 - exp(-sigma dt))``, nothing once the
+    transmittance ``T`` is below ``t_thresh``) and added to its ray's colour, depth (weighted midpoint ``t``) and
+    accumulation; slots with ``t_end <= t_start`` are padding. Not differentiable (rendering only).
+
+    Args:
+        sigmas, rgbs: the field at the sample midpoints, one row per ray of ``alive``.
+        t_starts, t_ends: the samples, from :func:`march_rays_inference`.
+        alive: the rays of the rows (unique).
+        t, t_far: each ray's resume point (as advanced by :func:`march_rays_inference`) and end.
+        image, depth, acc, trans: per-ray render state, updated in place at the rows ``alive``; start from zeros
+            and ``trans = 1``.
+        t_thresh: transmittance below which a ray stops.
+
+    Returns:
+        The rays of ``alive`` still alive (``trans >= t_thresh`` and ``t < t_far``), in their order.
+
+    Example:
+        >>> alive = torch.tensor([0, 1])
+        >>> t, t_far = torch.tensor([1.0, 1.0]), torch.tensor([2.0, 1.0])  # ray 1 has no samples left
+        >>> image, depth, acc, trans = torch.zeros(2, 3), torch.zeros(2), torch.zeros(2), torch.ones(2)
+        >>> t0, t1 = torch.tensor([[0.0, 0.5], [0, 0]]), torch.tensor([[0.5, 1.0], [0, 0]])
+        >>> composite_rays_inference(torch.ones(2, 2), torch.ones(2, 2, 3), t0, t1, alive, t, t_far,
+        ...                          image, depth, acc, trans)
+        tensor([0])
+        >>> acc
+        tensor([0.6321, 0.0000])
+    """
+    name = "composite_rays_inference"
+    _check(name, sigmas.device, sigmas=sigmas, rgbs=rgbs, t_starts=t_starts, t_ends=t_ends, t=t, t_far=t_far,
+           image=image, depth=depth, acc=acc, trans=trans)
+    _check_alive(name, alive, sigmas.device)
+    if sigmas.dim() != 2:
+        raise ValueError(f"{name}: 'sigmas' must have shape (n_alive, n_steps), got {tuple(sigmas.shape)}")
+    a, k = sigmas.shape
+    n = t.shape[0]
+    _check_shape(name, "rgbs", rgbs, (a, k, 3))
+    _check_shape(name, "t_starts", t_starts, (a, k))
+    _check_shape(name, "t_ends", t_ends, (a, k))
+    _check_shape(name, "alive", alive, (a,))
+    for key, x in (("t", t), ("t_far", t_far), ("depth", depth), ("acc", acc), ("trans", trans)):
+        _check_shape(name, key, x, (n,))
+    _check_shape(name, "image", image, (n, 3))
+    return _impl(name, sigmas)(sigmas, rgbs, t_starts, t_ends, alive, t, t_far, image, depth, acc, trans, t_thresh)

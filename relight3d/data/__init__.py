@@ -1,0 +1,1 @@
+"""Dataparsers and the datamanager."""

@@ -1,0 +1,126 @@
+"""Objaverse / Neural Gaffer object folders.
+
+Layout of one object folder::
+
+    000_RT.npy                      3x4 world-to-camera matrix, Blender camera convention (-Z forward, +Y up)
+    000_000_<envname>.png           view 0 under light 0 (RGBA; alpha is the object mask)
+    000_001_<envname>.png           view 0 under light 1, ...
+    <envname>.exr | <envname>.hdr   the environment maps (here or in envmaps/), matched by name
+
+Intrinsics follow the renders: a 35 mm lens on a 32 mm sensor, principal point at the centre.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
+from nerfstudio.data.scene_box import SceneBox
+
+from relight3d.data.errors import DataError
+from relight3d.data.validation import check_images, check_pose
+
+IMAGE_PATTERN = re.compile(r"^(\d{3})_(\d{3})_(.+)\.png$")
+LENS_MM = 35.0
+SENSOR_MM = 32.0
+
+
+def scan_object_folder(folder: Path) -> Dict[int, Dict[int, Tuple[str, Path]]]:
+    """``{view: {light: (envname, image path)}}`` for every image in an object folder."""
+    found: Dict[int, Dict[int, Tuple[str, Path]]] = {}
+    for p in sorted(folder.glob("*.png")):
+        m = IMAGE_PATTERN.match(p.name)
+        if m:
+            found.setdefault(int(m.group(1)), {})[int(m.group(2))] = (m.group(3), p)
+    return found
+
+
+def find_envmap(folder: Path, envname: str) -> Optional[Path]:
+    """The environment map named ``envname`` (.exr or .hdr) in the folder or its ``envmaps/`` subfolder."""
+    for sub in (folder, folder / "envmaps", folder.parent / "envmaps"):
+        for ext in (".exr", ".hdr"):
+            p = sub / f"{envname}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+@dataclass
+class ObjaverseDataParserConfig(DataParserConfig):
+    """Objaverse / Neural Gaffer object folders (``{view:03d}_RT.npy`` + ``{view:03d}_{light:03d}_{env}.png``)."""
+
+    _target: Type = field(default_factory=lambda: ObjaverseDataParser)
+    """Dataparser class to instantiate."""
+    data: Path = Path("data/object")
+    """Object folder."""
+    light_index: int = 0
+    """Which light's images the field trains on."""
+    train_views: Tuple[int, int] = (0, 100)
+    """Half-open range of view indices used for training."""
+    eval_views: Tuple[int, int] = (100, 120)
+    """Half-open range of view indices used for evaluation."""
+    scene_scale: float = 1.0
+    """Half-size of the scene box (objects are normalised into it)."""
+
+
+class ObjaverseDataParser(DataParser):
+    """Reads one Objaverse / Neural Gaffer object folder."""
+
+    config: ObjaverseDataParserConfig
+
+    def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
+        folder = Path(self.config.data)
+        if not folder.is_dir():
+            raise DataError(folder, "object folder not found")
+        lo, hi = self.config.train_views if split == "train" else self.config.eval_views
+        views = scan_object_folder(folder)
+        light = self.config.light_index
+        selected = [v for v in sorted(views) if lo <= v < hi and light in views[v]]
+        if not selected:
+            raise DataError(folder, f"empty dataset: no images for views {lo}-{hi - 1} under light {light:03d}")
+        images: List[Path] = []
+        c2w = []
+        envnames = set()
+        for v in selected:
+            rt_path = folder / f"{v:03d}_RT.npy"
+            if not rt_path.is_file():
+                raise DataError(rt_path, f"camera file missing for view {v:03d}")
+            try:
+                rt = np.load(rt_path)
+            except Exception as err:
+                raise DataError(rt_path, f"cannot read camera matrix ({err.__class__.__name__})") from None
+            rt = check_pose(rt, rt_path, f"view {v:03d}", rows=3)
+            w2c = np.eye(4)
+            w2c[:3] = rt
+            c2w.append(np.linalg.inv(w2c)[:3])
+            envname, path = views[v][light]
+            envnames.add(envname)
+            images.append(path)
+        width, height = check_images(images, require_alpha=True)
+        focal = width * LENS_MM / SENSOR_MM
+        cameras = Cameras(
+            camera_to_worlds=torch.from_numpy(np.stack(c2w)).float(),
+            fx=focal,
+            fy=focal,
+            cx=width / 2.0,
+            cy=height / 2.0,
+            width=width,
+            height=height,
+            camera_type=CameraType.PERSPECTIVE,
+        )
+        s = self.config.scene_scale
+        envmaps = {name: find_envmap(folder, name) for name in sorted(envnames)}
+        metadata = {"light_index": light, "envmap_paths": envmaps, "view_indices": selected}
+        return DataparserOutputs(
+            image_filenames=images,
+            cameras=cameras,
+            alpha_color=None,  # keep RGBA: the model composites on its background and the alpha is the mask
+            scene_box=SceneBox(aabb=torch.tensor([[-s, -s, -s], [s, s, s]], dtype=torch.float32)),
+            metadata=metadata,
+        )

@@ -1,0 +1,1 @@
+"""Training engine pieces: a trainer with atomic checkpoints, resumption and one-line data errors."""

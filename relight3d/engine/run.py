@@ -1,0 +1,92 @@
+"""Run nerfstudio training and evaluation from Python, exactly as ``ns-train`` does."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from PIL import Image
+
+from relight3d.eval.image_metrics import psnr, ssim
+
+
+def train(
+    config: TrainerConfig,
+    data: Path,
+    output_dir: Path,
+    max_steps: Optional[int] = None,
+    experiment_name: Optional[str] = None,
+) -> Trainer:
+    """Train ``config`` on ``data`` and return the trainer (its pipeline holds the trained model).
+
+    Writes nerfstudio's usual outputs (``config.yml``, ``nerfstudio_models/step-*.ckpt``) under ``output_dir``.
+    """
+    config.pipeline.datamanager.data = Path(data)
+    config.output_dir = Path(output_dir)
+    if experiment_name is not None:
+        config.experiment_name = experiment_name
+    if max_steps is not None:
+        config.max_num_iterations = max_steps
+    config.viewer.quit_on_train_completion = True
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return trainer
+
+
+def load_rgba(path: Path) -> np.ndarray:
+    """An RGBA image as float32 in [0, 1] (RGB images get alpha 1)."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+@torch.no_grad()
+def evaluate_views(
+    model: torch.nn.Module,
+    cameras,  # noqa: ANN001 - nerfstudio Cameras
+    gt_paths: List[Path],
+    background: float = 1.0,
+    out_dir: Optional[Path] = None,
+) -> Dict[str, float]:
+    """Render each camera and score it against its RGBA ground truth composited on ``background``.
+
+    Returns mean PSNR over the full image and inside the object mask (alpha > 0.5), mean SSIM, and render time.
+    Writes ``pred_XXX.png`` / ``gt_XXX.png`` into ``out_dir`` when given.
+    """
+    model.eval()
+    full, masked, ssims, seconds = [], [], [], 0.0
+    for i, path in enumerate(gt_paths):
+        rgba = torch.from_numpy(load_rgba(path))
+        gt = rgba[..., :3] * rgba[..., 3:] + background * (1.0 - rgba[..., 3:])
+        mask = (rgba[..., 3:] > 0.5).float()
+        t0 = time.perf_counter()
+        outputs = model.get_outputs_for_camera(cameras[i : i + 1].to(model.device))
+        seconds += time.perf_counter() - t0
+        pred = outputs["rgb"].cpu().clamp(0.0, 1.0)
+        full.append(float(psnr(pred, gt)))
+        masked.append(float(psnr(pred, gt, mask)))
+        ssims.append(float(ssim(pred, gt)))
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((pred.numpy() * 255 + 0.5).astype(np.uint8)).save(out_dir / f"pred_{i:03d}.png")
+            Image.fromarray((gt.numpy() * 255 + 0.5).astype(np.uint8)).save(out_dir / f"gt_{i:03d}.png")
+    return {
+        "psnr": float(np.mean(full)),
+        "psnr_masked": float(np.mean(masked)),
+        "ssim": float(np.mean(ssims)),
+        "seconds_per_view": seconds / max(len(gt_paths), 1),
+        "n_views": len(gt_paths),
+    }
+
+
+def evaluate_pipeline(pipeline, out_dir: Optional[Path] = None) -> Dict[str, float]:  # noqa: ANN001
+    """Score a trained pipeline on its datamanager's eval split (cameras and images from the dataparser)."""
+    dataset = pipeline.datamanager.eval_dataset
+    outputs = dataset._dataparser_outputs
+    return evaluate_views(pipeline.model, dataset.cameras, list(outputs.image_filenames), out_dir=out_dir)

@@ -1,0 +1,1 @@
+"""Relightable fields: density, appearance features, colour and normals, with freezable geometry."""

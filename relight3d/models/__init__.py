@@ -1,0 +1,1 @@
+"""Radiance-field models (pure fields: no priors inside)."""
