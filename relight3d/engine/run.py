@@ -40,6 +40,12 @@ def train(
     return trainer
 
 
+def build_pipeline(config: TrainerConfig, data: Path, device: str = "cpu"):  # noqa: ANN201
+    """The pipeline of ``config`` on ``data``, freshly initialised (no training, no output files)."""
+    config.pipeline.datamanager.data = Path(data)
+    return config.pipeline.setup(device=device, test_mode="val")
+
+
 def load_rgba(path: Path) -> np.ndarray:
     """An RGBA image as float32 in [0, 1] (RGB images get alpha 1)."""
     with Image.open(path) as im:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Type
 
+import numpy as np
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -25,6 +26,20 @@ def latest_checkpoint(load_dir: Path) -> Optional[Path]:
     return max(found)[1] if found else None
 
 
+def to_builtin(obj: Any) -> Any:
+    """Replace numpy scalars (e.g. learning rates computed by nerfstudio's schedulers) with Python numbers.
+
+    torch's safe ``weights_only`` loading rejects numpy scalars, so checkpoints must not contain any.
+    """
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_builtin(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_builtin(v) for v in obj)
+    return obj
+
+
 def save_atomically(state: Dict[str, Any], path: Path) -> None:
     """Write ``state`` with torch.save to a temporary file beside ``path``, fsync it, then rename it into place.
 
@@ -34,7 +49,7 @@ def save_atomically(state: Dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent.parent / f".{path.parent.name}.{path.name}.tmp"
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        torch.save(to_builtin(state), f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -52,7 +52,7 @@ class OccupancyFieldModelConfig(ModelConfig):
     background_color: Literal["white", "black"] = "white"
     """Colour composited behind the field (object datasets are rendered on white)."""
     samples_per_diagonal: int = 512
-    """Marching step: the diagonal of the field's box divided by this many steps."""
+    """Marching step: the diagonal of the scene box divided by this many steps."""
     dt_gamma: float = 0.0
     """Cone-stepping factor: the step grows as t * dt_gamma (0 keeps it uniform, right for object scenes)."""
     max_steps: int = 1024
@@ -61,9 +61,12 @@ class OccupancyFieldModelConfig(ModelConfig):
     """Closest distance to the camera at which samples are taken."""
     transmittance_threshold: float = 1e-4
     """A ray stops once its transmittance falls below this (early stop)."""
-    sample_weight_threshold: float = 1e-6
+    sample_weight_threshold: float = 1e-4
     """Samples whose rendering weight (from a gradient-free density pass) is below this are dropped before the
-    differentiable pass. Must stay below the weight of an untrained field's samples, or nothing would learn."""
+    differentiable pass (they barely contribute to the image)."""
+    warmup_sample_weight_threshold: float = 1e-6
+    """The same threshold during the occupancy warm-up: it must stay below the weight of an untrained field's
+    samples, or nothing would learn."""
     occupancy_resolution: int = 128
     """Cells per side of the occupancy grid."""
     occupancy_update_every: int = 16
@@ -123,8 +126,14 @@ class OccupancyFieldModel(Model):
         self.field.freeze_geometry(frozen)
 
     @property
+    def sample_weight_threshold(self) -> float:
+        """The current weight threshold (looser while the occupancy grid warms up)."""
+        warm = int(self.occupancy.n_updates) >= self.occupancy.warmup_updates
+        return self.config.sample_weight_threshold if warm else self.config.warmup_sample_weight_threshold
+
+    @property
     def render_step_size(self) -> float:
-        extent = self.field.aabb[3:] - self.field.aabb[:3]
+        extent = self.occupancy.aabb[3:] - self.occupancy.aabb[:3]
         return float(extent.norm()) / self.config.samples_per_diagonal
 
     def update_occupancy(self) -> None:
@@ -191,7 +200,7 @@ class OccupancyFieldModel(Model):
         with torch.no_grad():
             sigmas = field_.density(positions)
             weights, _ = render_weights(sigmas, t0, t1, ray_ids, n, self.config.transmittance_threshold)
-            keep = weights > self.config.sample_weight_threshold
+            keep = weights > self.sample_weight_threshold
         ray_ids, t0, t1, mids, positions = ray_ids[keep], t0[keep], t1[keep], mids[keep], positions[keep]
         n_marched = keep.shape[0]
         # Pass 2, on the visible samples only: densities with gradients (unless geometry is frozen), appearance.

@@ -59,7 +59,7 @@ def _jit_build() -> ModuleType:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load() -> Tuple[Optional[ModuleType], str]:
     """``(module, "")``, or ``(None, why it is unavailable)``; tried once per process."""
     try:
@@ -82,8 +82,8 @@ def extension() -> Optional[ModuleType]:
     if ext is None:
         warn_once(
             "relight3d-ext",
-            f"relight3d: compiled ray-marching kernels unavailable, using the pure-torch implementation: {reason}. "
-            "Build them with `pip install --no-build-isolation -e .`.",
+            f"relight3d: compiled ray-marching extension not found, using the pure-torch implementation: {reason}. "
+            "Build it with `pip install --no-build-isolation -e .`.",
         )
     return ext
 

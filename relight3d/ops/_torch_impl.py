@@ -1,3 +1,4 @@
+# ruff: noqa: F722, UP037  (jaxtyping shape strings such as "n 3" are not forward references)
 """Pure-PyTorch reference implementations of the ray-marching operations.
 
 Every function here has the same signature as its public counterpart in :mod:`relight3d.ops`. They define the
@@ -17,6 +18,9 @@ Conventions shared by all implementations
   ``1 + dt_gamma`` while ``t * dt_gamma < dt_max``, then linear with step ``dt_max``. Sample ``k`` spans
   ``[t_k, min(t_k + dt(t_k), t_far)]`` and exists when ``t_k < t_far`` and ``k < max_steps``; it is kept when the
   occupancy cell holding its midpoint is occupied.
+* Inference (:func:`march_rays_inference`, :func:`composite_rays_inference`) uses the same schedule restarted at each
+  ray's current ``t`` (the recurrence depends only on ``t``), so marching a ray to its end visits its training
+  samples up to float rounding; compositing uses the same weights and early stop as :func:`render_weights`.
 """
 
 from __future__ import annotations

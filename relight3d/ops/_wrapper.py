@@ -1,3 +1,4 @@
+# ruff: noqa: F722, UP037  (jaxtyping shape strings such as "n 3" are not forward references)
 """Compiled implementations of the ray-marching ops, calling the extension ``relight3d._C`` (see ``cuda_ext/``).
 
 Every public function here has the same signature and semantics as its counterpart in
@@ -170,7 +171,7 @@ def composite_rays_inference(
     still_alive = _ext().composite_rays_inference_fwd(
         _c(sigmas), _c(rgbs), _c(t_starts), _c(t_ends), _i64(alive), _c(t), _c(t_far), *state, float(t_thresh)
     )
-    for x, y in zip((image, depth, acc, trans), state):
+    for x, y in zip((image, depth, acc, trans), state, strict=True):
         if x is not y:
             x.copy_(y)
     return still_alive
@@ -197,7 +198,9 @@ class _RenderWeights(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_weights: Optional[Tensor], grad_trans: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+    def backward(
+        ctx: Any, grad_weights: Optional[Tensor], grad_trans: Optional[Tensor]
+    ) -> Tuple[Optional[Tensor], ...]:
         sigmas, t_starts, t_ends, ray_indices, weights, trans = ctx.saved_tensors
         if not ctx.needs_input_grad[0] or (grad_weights is None and grad_trans is None):
             return None, None, None, None, None, None

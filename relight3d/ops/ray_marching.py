@@ -1,3 +1,4 @@
+# ruff: noqa: F722, UP037  (jaxtyping shape strings such as "n 3" are not forward references)
 """Public ray-marching functions: input checks, then dispatch to the compiled kernels or the torch reference."""
 
 from __future__ import annotations

@@ -150,8 +150,11 @@ def assert_same_samples(
     n_cascades: int,
     res: int,
     device: str,
-) -> None:
-    """Same samples up to rounding: matched by (ray, t_start); unmatched ones must sit on a cell face or at t_far."""
+) -> Tensor:
+    """Same samples up to rounding: matched by (ray, t_start); unmatched ones must sit on a cell face or at t_far.
+
+    Returns a bool mask over the rays of those whose samples differ (their renders may differ by a whole sample).
+    """
     actual = tuple(x.cpu() for x in actual)
     assert actual[0].dtype == torch.int64 and actual[1].dtype == torch.float32
     rtol, atol = TOL[device]
@@ -183,15 +186,62 @@ def assert_same_samples(
     total = max(expected[0].numel(), 1)
     n_bad = int(miss_a.sum()) + int(miss_e.sum())
     assert n_bad <= max(2, total // 1000), f"{n_bad} of {total} samples differ"
+    bad_rays = torch.zeros(rays_o.shape[0], dtype=torch.bool)
     for (ids, t0, t1), miss in ((actual, miss_a), (expected, miss_e)):
         if not bool(miss.any()):
             continue
+        bad_rays[ids[miss]] = True
         ids, t0, t1 = ids[miss], t0[miss], t1[miss]
         mid = (t0 + t1) * 0.5
         pos = rays_o[ids] + rays_d[ids] * mid[:, None]
         near_face = cell_border_distance(pos, n_cascades, res) < BORDER_EPS[device]
         near_end = (t_far[ids] - t0).abs() < 1e-4 * t_far[ids].abs().clamp_min(1)
-        assert bool((near_face | near_end).all()), f"samples differ away from any cell face: {t0[~(near_face | near_end)]}"
+        borderline = near_face | near_end
+        assert bool(borderline.all()), f"samples differ away from any cell face: {t0[~borderline]}"
+    return bad_rays
+
+
+def threshold_borderline(trans: Tensor, ray_indices: Tensor, n_rays: int, t_thresh: float, device: str) -> Tensor:
+    """Rays with a sample whose transmittance is within rounding of t_thresh (its weight may be kept or zeroed)."""
+    rel = 1e-5 if device == "cpu" else 1e-4
+    near = (trans.double() / t_thresh - 1).abs() < rel
+    rays = torch.zeros(n_rays, dtype=torch.bool)
+    rays[ray_indices[near]] = True
+    assert int(rays.sum()) <= max(1, n_rays // 100)
+    return rays
+
+
+def march_inference_to_the_end(impl, device: str, rays_o: Tensor, rays_d: Tensor, t_near: Tensor, t_far: Tensor,
+                               grid: tuple, n_steps: int, max_candidates: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """All samples that march_rays_inference gives, call after call until every ray is done, packed like training."""
+    dev = lambda x: x.to(device)  # noqa: E731
+    t = dev(t_near.clone())
+    alive = dev(torch.nonzero(t_far > t_near)[:, 0])
+    samples = []
+    for _ in range(10_000):
+        if alive.numel() == 0:
+            break
+        t_prev = t.clone()
+        t0, t1 = impl.march_rays_inference(dev(rays_o), dev(rays_d), t, dev(t_far), alive, *(dev(x) for x in grid[:2]),
+                                           *grid[2:], n_steps=n_steps, max_candidates=max_candidates)
+        t0, t1, a = t0.cpu(), t1.cpu(), alive.cpu()
+        assert t0.shape == (a.numel(), n_steps)
+        used = t1 > t0
+        assert bool((t0[~used] == 0).all() and (t1[~used] == 0).all())  # padding
+        # within [t, t_far], in order, filled from the first slot; t advanced past them
+        assert bool((~used[:, 1:] | used[:, :-1]).all())
+        tc = t.cpu()
+        assert bool((tc[a] >= t_prev.cpu()[a]).all())
+        assert bool(((t0 >= t_prev.cpu()[a, None]) | ~used).all() and ((t1 <= t_far[a, None]) | ~used).all())
+        assert bool(((t0 < tc[a, None]) | ~used).all())
+        samples.append((a[:, None].expand_as(t0)[used], t0[used], t1[used]))
+        alive = alive[(t < dev(t_far))[alive]]
+    assert alive.numel() == 0
+    ids = torch.cat([x[0] for x in samples]) if samples else torch.zeros(0, dtype=torch.long)
+    t0 = torch.cat([x[1] for x in samples]) if samples else torch.zeros(0)
+    t1 = torch.cat([x[2] for x in samples]) if samples else torch.zeros(0)
+    order = torch.argsort(ids.double() * 1e4 + t0.double())
+    return ids[order], t0[order], t1[order]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -346,7 +396,7 @@ def test_march_rays_train_exact_on_cpu_with_uniform_steps() -> None:
     t_near, t_far = ref.ray_aabb_intersect(o, d, AABB)
     args = (o, d, t_near, t_far, make_bitfield("random", 2, 32), AABB, 2, 32, 0.007, 0.007, 0.0, 1024,
             torch.rand(300, generator=torch.Generator().manual_seed(0)))
-    for x, y in zip(compiled.march_rays_train(*args), ref.march_rays_train(*args)):
+    for x, y in zip(compiled.march_rays_train(*args), ref.march_rays_train(*args), strict=True):
         assert torch.equal(x, y)
 
 
@@ -354,26 +404,39 @@ def test_march_rays_train_exact_on_cpu_with_uniform_steps() -> None:
 @pytest.mark.parametrize("n_steps,max_candidates", [(1, 1024), (6, 1024), (4, 5)])
 def test_march_rays_inference(device: str, dt_gamma: float, n_cascades: int, n_steps: int,
                               max_candidates: int) -> None:
+    """Marching call after call (resuming at t) visits the training samples, like the reference does."""
     n, res = 150, 32
     o, d = make_rays(n, seed=5)
     t_near, t_far = ref.ray_aabb_intersect(o, d, outer_box(n_cascades))
-    bitfield = make_bitfield("random", n_cascades, res)
-    dt_max = 0.05 if dt_gamma else 0.01
-    alive = torch.nonzero(t_far > t_near)[:, 0].flip(0)[::2]  # any order, any subset
-    grid = (bitfield, AABB, n_cascades, res, 0.01, dt_max, dt_gamma, n_steps, max_candidates)
+    grid = (make_bitfield("random", n_cascades, res), AABB, n_cascades, res, 0.01, 0.05 if dt_gamma else 0.01,
+            dt_gamma)
+    train = ref.march_rays_train(o, d, t_near, t_far, *grid, max_steps=10**6)
+    expected = march_inference_to_the_end(ref, "cpu", o, d, t_near, t_far, grid, n_steps, max_candidates)
+    actual = march_inference_to_the_end(compiled, device, o, d, t_near, t_far, grid, n_steps, max_candidates)
+    assert actual[0].numel() > 1000
+    assert_same_samples(expected, actual, o, d, t_far, n_cascades, res, device)
+    assert_same_samples(train, actual, o, d, t_far, n_cascades, res, device)
+
+
+def test_march_rays_inference_one_call(device: str) -> None:
+    """One call, slot by slot: a subset of rays in any order, dead rays untouched, t where the rays resume."""
+    n, res = 100, 16
+    o, d = make_rays(n, seed=6)
+    t_near, t_far = ref.ray_aabb_intersect(o, d, AABB)
+    grid = (make_bitfield("random", 1, res), AABB, 1, res, 0.02, 0.02, 0.0, 5, 1024)
+    alive = torch.arange(n).flip(0)[::2]  # includes rays that miss the box (t_near == t_far: nothing to do)
     t_ref, t_out = t_near.clone(), t_near.clone().to(device)
-    for _ in range(3):  # resume twice
-        expected = ref.march_rays_inference(o, d, t_ref, t_far, alive, *grid)
-        actual = compiled.march_rays_inference(o.to(device), d.to(device), t_out, t_far.to(device), alive.to(device),
-                                               bitfield.to(device), AABB.to(device), *grid[2:])
-        assert actual[0].shape == (alive.numel(), n_steps)
-        for x, y in zip(actual, expected):
-            assert_close(x, y, device)
-        assert_close(t_out, t_ref, device)
-        t_out = t_ref.clone().to(device)  # keep the two in lock step
+    expected = ref.march_rays_inference(o, d, t_ref, t_far, alive, *grid)
+    actual = compiled.march_rays_inference(o.to(device), d.to(device), t_out, t_far.to(device), alive.to(device),
+                                           grid[0].to(device), AABB.to(device), *grid[2:])
+    rows_same = ((actual[0].cpu() - expected[0]).abs() < 1e-4).all(1)  # a row can differ by a cell-face flip
+    assert int((~rows_same).sum()) <= (0 if device == "cpu" else 2)
+    for x, y in zip(actual, expected, strict=True):
+        assert_close(x.cpu()[rows_same], y[rows_same], device)
+    assert_close(t_out.cpu()[alive[rows_same]], t_ref[alive[rows_same]], device)
     untouched = torch.ones(n, dtype=torch.bool)
     untouched[alive] = False
-    assert torch.equal(t_ref[untouched], t_near[untouched])
+    assert torch.equal(t_out.cpu()[untouched], t_near[untouched])
 
 
 @pytest.mark.parametrize("impl", ["torch", "compiled"])
@@ -389,6 +452,7 @@ def test_inference_loop_renders_like_training(device: str, impl: str, dt_gamma: 
     bitfield = make_bitfield("ball", n_cascades, res)
     grid = (bitfield, AABB, n_cascades, res, 0.01, dt_max, dt_gamma)
     ids, t0, t1 = ref.march_rays_train(o, d, t_near, t_far, *grid, max_steps=10**6)
+    visited = []
 
     def field(t_starts: Tensor, t_ends: Tensor, rays: Tensor) -> Tuple[Tensor, Tensor]:
         mid = (t_starts + t_ends) * 0.5
@@ -398,6 +462,7 @@ def test_inference_loop_renders_like_training(device: str, impl: str, dt_gamma: 
 
     sig, rgb = field(t0, t1, ids)
     _, image, depth, acc = ref.composite_rays_train(sig, rgb, t0, t1, ids, n, t_thresh=1e-3)
+    _, trans = ref.render_weights(sig, t0, t1, ids, n, t_thresh=1e-3)
 
     dev = lambda x: x.to(device)  # noqa: E731
     t = dev(t_near.clone())
@@ -409,12 +474,23 @@ def test_inference_loop_renders_like_training(device: str, impl: str, dt_gamma: 
         ts, te = mod.march_rays_inference(dev(o), dev(d), t, dev(t_far), alive, dev(bitfield), dev(AABB), n_cascades,
                                           res, 0.01, dt_max, dt_gamma, n_steps=5)
         s, c = field(ts.cpu(), te.cpu(), alive.cpu())
+        used = (te > ts).cpu()
+        visited.append((alive.cpu()[:, None].expand_as(used)[used], ts.cpu()[used], te.cpu()[used]))
         alive = mod.composite_rays_inference(dev(s), dev(c), ts, te, alive, t, dev(t_far), *state, t_thresh=1e-3)
     assert alive.numel() == 0
+    # Rays stop early in inference, so only the training samples in front of the stop are compared.
+    v_ids, v_t0, v_t1 = (torch.cat(x) for x in zip(*visited, strict=True))
+    order = torch.argsort(v_ids.double() * 1e4 + v_t0.double())
+    stop = torch.full((n,), -1.0).scatter_reduce_(0, v_ids, v_t0, reduce="amax")  # last t visited per ray
+    before = t0 <= stop[ids] + 1e-4
+    differ = assert_same_samples((ids[before], t0[before], t1[before]), (v_ids[order], v_t0[order], v_t1[order]), o, d,
+                                 t_far, n_cascades, res, device)
+    ok = ~differ & ~threshold_borderline(trans, ids, n, 1e-3, device)
     tol = dict(rtol=1e-3, atol=2e-4)
-    torch.testing.assert_close(state[0].cpu(), image, **tol)
-    torch.testing.assert_close(state[1].cpu(), depth, **tol)
-    torch.testing.assert_close(state[2].cpu(), acc, **tol)
+    torch.testing.assert_close(state[0].cpu()[ok], image[ok], **tol)
+    torch.testing.assert_close(state[1].cpu()[ok], depth[ok], **tol)
+    torch.testing.assert_close(state[2].cpu()[ok], acc[ok], **tol)
+    assert int(ok.sum()) >= n - 3
 
 
 @pytest.mark.parametrize("k", [1, 6])
@@ -441,7 +517,7 @@ def test_composite_rays_inference(device: str, k: int) -> None:
     actual = compiled.composite_rays_inference(*(x.to(device) for x in (sigmas, rgbs, t_starts, t_ends, alive, t,
                                                                         t_far)), *out_state, 1e-4)
     assert torch.equal(actual.cpu(), expected)
-    for x, y in zip(out_state, ref_state):
+    for x, y in zip(out_state, ref_state, strict=True):
         assert_close(x, y, device)
     assert alive[0] not in expected and alive[2] not in expected
 
@@ -499,9 +575,10 @@ def test_render_weights(device: str, case: str, t_thresh: float) -> None:
 
     expected, actual = run(ref, cpu), run(compiled, dev)
     assert bool(torch.isfinite(expected[0]).all()) and bool(torch.isfinite(expected[2]).all())
-    assert_close(actual[0], expected[0], device)
-    assert_close(actual[1], expected[1], device)
-    assert_close(actual[2], expected[2], device, grad=True)
+    ok = ~threshold_borderline(expected[1], cpu["ray_indices"], n, t_thresh, device)[cpu["ray_indices"]]
+    assert_close(actual[0].cpu()[ok], expected[0][ok], device)
+    assert_close(actual[1].cpu()[ok], expected[1][ok], device)
+    assert_close(actual[2].cpu()[ok], expected[2][ok], device, grad=True)
     if case == "occluded":  # after an opaque sample: transmittance 0, no weight
         first = torch.cumsum(PACKED_CASES[case][0], 0) - PACKED_CASES[case][0]
         nxt = first[PACKED_CASES[case][0] > 1][:6] + 1
@@ -540,7 +617,7 @@ def test_accumulate_along_rays(device: str, case: str, channels: Optional[int]) 
     expected, actual = run(ref, "cpu"), run(compiled, device)
     assert actual[0].shape == (n, channels or 1)
     assert_close(actual[0], expected[0], device)
-    for x, y in zip(actual[1:], expected[1:]):
+    for x, y in zip(actual[1:], expected[1:], strict=True):
         assert_close(x, y, device, grad=True)
 
 
@@ -555,15 +632,17 @@ def test_composite_rays_train(device: str, case: str) -> None:
     def run(impl, p: Dict[str, Tensor]):
         sig, rgb = p["sigmas"].clone().requires_grad_(), p["rgbs"].clone().requires_grad_()
         outs = impl.composite_rays_train(sig, rgb, p["t_starts"], p["t_ends"], p["ray_indices"], n)
-        loss = sum((o * c.to(o.device)).sum() for o, c in zip(outs, cots))
+        loss = sum((o * c.to(o.device)).sum() for o, c in zip(outs, cots, strict=True))
         grads = torch.autograd.grad(loss, (sig, rgb)) if s else (torch.zeros(0), torch.zeros(0, 3))
         return outs + grads
 
     expected, actual = run(ref, cpu), run(compiled, dev)
-    for x, y in zip(actual[:4], expected[:4]):
-        assert_close(x, y, device)
-    for x, y in zip(actual[4:], expected[4:]):
-        assert_close(x, y, device, grad=True)
+    _, trans = ref.render_weights(cpu["sigmas"], cpu["t_starts"], cpu["t_ends"], cpu["ray_indices"], n)
+    ok_rays = ~threshold_borderline(trans, cpu["ray_indices"], n, 1e-4, device)
+    ok = ok_rays[cpu["ray_indices"]]
+    masks = (ok, ok_rays, ok_rays, ok_rays, ok, ok)  # weights, image, depth, acc, d sigmas, d rgbs
+    for i, (x, y, mask) in enumerate(zip(actual, expected, masks, strict=True)):
+        assert_close(x.cpu()[mask], y[mask], device, grad=i >= 4)
 
 
 def test_composite_gradient_of_unused_outputs() -> None:
@@ -574,7 +653,7 @@ def test_composite_gradient_of_unused_outputs() -> None:
         sig, rgb = cpu["sigmas"].clone().requires_grad_(), cpu["rgbs"].clone().requires_grad_()
         _, image, _, _ = impl.composite_rays_train(sig, rgb, cpu["t_starts"], cpu["t_ends"], cpu["ray_indices"], n)
         res.append(torch.autograd.grad(image.square().sum(), (sig, rgb)))
-    for x, y in zip(res[1], res[0]):
+    for x, y in zip(res[1], res[0], strict=True):
         assert_close(x, y, "cpu", grad=True)
 
 
@@ -593,7 +672,7 @@ def test_public_api_matches_reference() -> None:
     """The public functions dispatch to the compiled kernels and give the reference's results."""
     cpu, _, n = _packed("mixed", "cpu")
     args = (cpu["sigmas"], cpu["rgbs"], cpu["t_starts"], cpu["t_ends"], cpu["ray_indices"], n)
-    for x, y in zip(ops.composite_rays_train(*args), ref.composite_rays_train(*args)):
+    for x, y in zip(ops.composite_rays_train(*args), ref.composite_rays_train(*args), strict=True):
         assert_close(x, y, "cpu")
     grid = ops.OccupancyGrid(AABB, res=16, n_cascades=2, warmup_updates=1)
     grid.update(lambda p: (p.norm(dim=-1) < 0.5).float() * 10, step_size=0.01,
