@@ -22,7 +22,7 @@ def warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def try_import(name: str) -> Optional[ModuleType]:
     """Import ``name`` or return None if it (or one of its native libraries) fails to load."""
     try:

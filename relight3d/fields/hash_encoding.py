@@ -59,6 +59,11 @@ class HashEncoding(nn.Module):
         for n in sizes:
             offsets.append(offsets[-1] + n)
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        self.register_buffer("level_res_t", torch.tensor(self.level_res, dtype=torch.long), persistent=False)
+        self.register_buffer("level_sizes_t", torch.tensor(self.level_sizes, dtype=torch.long), persistent=False)
+        self.register_buffer("level_dense_t", torch.tensor(self.level_dense), persistent=False)
+        bits = [[(c >> d) & 1 for d in range(3)] for c in range(8)]
+        self.register_buffer("corners", torch.tensor(bits, dtype=torch.long), persistent=False)
 
         self.tcnn_encoding = None
         want_tcnn = implementation in ("auto", "tcnn")
@@ -93,30 +98,25 @@ class HashEncoding(nn.Module):
         return self._torch_forward(x.clamp(0.0, 1.0))
 
     def _torch_forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-        # [L, n, 3] continuous grid coordinates (tinycudann's convention: x * scale + 0.5).
-        pos = x[None] * self.scales[:, None, None] + 0.5
-        cell = pos.floor()
-        frac = pos - cell
-        cell = cell.long()
+        """Per level, all 8 corners at once: one gather from the level's table and trilinear weights."""
+        corners = self.corners  # [8, 3] in {0, 1}
+        is_one = corners.bool()[None]
         feats = []
         for lvl in range(self.n_levels):
-            c = cell[lvl]
-            f = frac[lvl]
-            acc = x.new_zeros(n, self.features_per_level)
-            res = self.level_res[lvl]
-            for corner in range(8):
-                bits = [(corner >> d) & 1 for d in range(3)]
-                idx = c + torch.tensor(bits, device=x.device)
-                w = torch.ones(n, device=x.device, dtype=x.dtype)
-                for d in range(3):
-                    w = w * (f[:, d] if bits[d] else 1.0 - f[:, d])
-                if self.level_dense[lvl]:
-                    idx = idx.clamp(0, res - 1)
-                    flat = idx[:, 0] + res * (idx[:, 1] + res * idx[:, 2])
-                else:
-                    flat = (idx[:, 0] * _PRIMES[0]) ^ (idx[:, 1] * _PRIMES[1]) ^ (idx[:, 2] * _PRIMES[2])
-                    flat = flat % self.level_sizes[lvl]
-                acc = acc + w[:, None] * self.table[self.offsets[lvl] + flat]
-            feats.append(acc)
+            pos = x * self.scales[lvl] + 0.5  # tinycudann's convention
+            cell = pos.floor()
+            frac = pos - cell
+            idx = cell.long()[:, None, :] + corners[None]  # [n, 8, 3]
+            w = torch.where(is_one, frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)  # [n, 8]
+            if self.level_dense[lvl]:
+                res = self.level_res[lvl]
+                idx = idx.clamp_max(res - 1)
+                flat = idx[..., 0] + res * (idx[..., 1] + res * idx[..., 2])
+            else:
+                flat = (idx[..., 0] * _PRIMES[0]) ^ (idx[..., 1] * _PRIMES[1]) ^ (idx[..., 2] * _PRIMES[2])
+                flat = flat % self.level_sizes[lvl]
+            start = int(self.offsets[lvl])
+            table = self.table[start : start + self.level_sizes[lvl]]
+            vals = table.index_select(0, flat.reshape(-1)).view(x.shape[0], 8, self.features_per_level)
+            feats.append((vals * w[..., None]).sum(1))
         return torch.cat(feats, dim=-1)

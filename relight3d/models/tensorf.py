@@ -7,8 +7,8 @@ from typing import Dict, List, Tuple, Type
 
 import numpy as np
 import torch
-from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import Optimizers
 from torch import Tensor, nn
 
 from relight3d.fields.tensorf_field import TensoRFField

@@ -34,7 +34,7 @@ class OccupancyGrid(nn.Module):
 
     def __init__(
         self,
-        aabb: Float[Tensor, "6"],
+        aabb: Float[Tensor, 6],
         res: int = 128,
         n_cascades: int = 1,
         decay: float = 0.95,
@@ -67,7 +67,7 @@ class OccupancyGrid(nn.Module):
         """Occupancy of the cells holding ``positions``."""
         return occupancy_lookup(positions, self.bitfield, self.aabb, self.n_cascades, self.res)
 
-    def occupied_aabb(self) -> Float[Tensor, "6"]:
+    def occupied_aabb(self) -> Float[Tensor, 6]:
         """Tight box around the occupied cells of cascade 0 (the whole box if none is occupied)."""
         occ = unpack_bitfield(self.bitfield)[: self.res**3]
         if not bool(occ.any()):
@@ -82,7 +82,7 @@ class OccupancyGrid(nn.Module):
         self,
         density_fn: Callable[[Tensor], Tensor],
         step_size: float,
-        chunk: int = 1 << 18,
+        chunk: int = 1 << 16,
         generator: torch.Generator | None = None,
     ) -> None:
         """Re-evaluate ``density_fn`` at jittered cell positions and refresh the bitfield.

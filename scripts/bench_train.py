@@ -1,0 +1,139 @@
+"""Training benchmark: relight3d's methods against nerfstudio's own, at equal wall time, in one run.
+
+Each method trains on the same Blender-format scene for the same wall-clock budget (evaluation and checkpointing
+are switched off during the budget), then every held-out view is rendered and scored against its RGBA ground truth
+composited on white: PSNR over the full image and inside the object mask (alpha > 0.5), and SSIM. Rays/s counts
+training rays only. Ratios are printed against the peer (nerfstudio's ``tensorf`` by default).
+
+Example::
+
+    python scripts/bench_train.py --data ~/.cache/relight3d/scenes/bunny128 --seconds 360 \\
+        --methods relight3d-tensorf relight3d-ngp tensorf
+
+nerfstudio's TensoRF builds an LPIPS metric whose AlexNet weights cannot be downloaded offline. The metric is only
+used by nerfstudio's own evaluation, which this benchmark does not call, so it is replaced by a placeholder module
+that raises if it is ever used. Scores here come from :func:`relight3d.engine.run.evaluate_views` for every method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+
+class _UnavailableLPIPS(torch.nn.Module):
+    """Stands in for torchmetrics' LPIPS where its weights cannot be downloaded; fails loudly if called."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__()
+
+    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        raise RuntimeError("LPIPS weights are not available offline; this benchmark does not compute LPIPS")
+
+
+def method_config(name: str):  # noqa: ANN201
+    """The trainer config registered for ``name`` (relight3d's entry points or nerfstudio's built-ins)."""
+    from nerfstudio.configs.method_configs import all_methods
+
+    if name not in all_methods:
+        raise SystemExit(f"bench_train: unknown method {name!r}")
+    cfg = copy.deepcopy(all_methods[name])
+    if name in ("tensorf", "instant-ngp", "nerfacto"):
+        import torchmetrics.image.lpip
+
+        # nerfstudio's models import this class inside populate_modules, so patch it where it is defined.
+        torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity = _UnavailableLPIPS
+    return cfg
+
+
+def train_for(name: str, data: Path, seconds: float, output: Path) -> Dict[str, float]:
+    """Train ``name`` for ``seconds`` of wall time, then score it on the scene's test split."""
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    from relight3d.engine.run import evaluate_views
+
+    cfg = method_config(name)
+    cfg.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg.mixed_precision = False
+    cfg.vis = "tensorboard"
+    cfg.max_num_iterations = 1_000_000
+    cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10_000_000
+    cfg.steps_per_save = 10_000_000
+    cfg.output_dir = output
+    cfg.experiment_name = name
+    cfg.pipeline.datamanager.data = data
+    if hasattr(cfg.pipeline.datamanager, "dataparser") and hasattr(cfg.pipeline.datamanager.dataparser, "data"):
+        cfg.pipeline.datamanager.dataparser.data = data
+    cfg.set_timestamp()
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    state = {"start": None, "steps": 0}
+
+    def stop_when_done(step: int) -> None:
+        if state["start"] is None:
+            state["start"] = time.perf_counter()
+        state["steps"] += 1
+        if time.perf_counter() - state["start"] >= seconds:
+            trainer.stop_training = True
+
+    trainer.callbacks.append(
+        TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], func=stop_when_done)
+    )
+    t0 = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - (state["start"] or t0)
+    steps = state["steps"] - 1  # the last callback only stopped the loop
+    rays = steps * trainer.pipeline.datamanager.get_train_rays_per_batch()
+    dataset = trainer.pipeline.datamanager.eval_dataset
+    metrics = evaluate_views(
+        trainer.pipeline.model, dataset.cameras, list(dataset._dataparser_outputs.image_filenames),
+        out_dir=output / name / "test_views",
+    )
+    metrics.update({"method": name, "iterations": steps, "train_seconds": wall, "rays_per_second": rays / wall})
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="Blender-format scene (transforms_*.json)")
+    parser.add_argument("--seconds", type=float, default=360.0, help="wall-clock training budget per method")
+    parser.add_argument("--methods", nargs="+", default=["relight3d-tensorf", "tensorf"])
+    parser.add_argument("--peer", default="tensorf", help="method the ratios are taken against")
+    parser.add_argument("--output", type=Path, default=Path("outputs/bench_train"))
+    args = parser.parse_args()
+
+    results = {}
+    for name in args.methods:
+        print(f"== {name}: training for {args.seconds:.0f} s on {args.data}", flush=True)
+        results[name] = train_for(name, args.data.expanduser(), args.seconds, args.output)
+        print(json.dumps(results[name], indent=1), flush=True)
+
+    peer = results.get(args.peer)
+    header = f"{'method':<20}{'iters':>7}{'rays/s':>10}{'PSNR':>8}{'PSNR mask':>11}{'SSIM':>7}"
+    if peer:
+        header += f"{'x rays/s':>10}{'dB mask':>9}"
+    lines = [header]
+    for name, m in results.items():
+        row = (
+            f"{name:<20}{m['iterations']:>7}{m['rays_per_second']:>10.0f}{m['psnr']:>8.2f}"
+            f"{m['psnr_masked']:>11.2f}{m['ssim']:>7.3f}"
+        )
+        if peer:
+            ratio = m["rays_per_second"] / peer["rays_per_second"]
+            row += f"{ratio:>10.2f}{m['psnr_masked'] - peer['psnr_masked']:>+9.2f}"
+        lines.append(row)
+    table = "\n".join(lines)
+    print(table)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.json").write_text(json.dumps(results, indent=2))
+    (args.output / "table.txt").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
