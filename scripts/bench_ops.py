@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    parser.add_argument("--train-steps", type=int, default=60,
+                        help="training iterations timed per method and backend (0 skips the training benchmark)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -181,6 +183,52 @@ def main() -> None:
         for ref, new in ratios:
             row += f"{columns[ref][1][name] / columns[new][1][name]:>13.1f}x"
         print(row)
+
+    # March + composite throughput on the same rays (uniform marching, then fwd+bwd compositing of its samples).
+    march_key = next(k for k in names if k.startswith("march_rays_train") and "uniform" in k)
+    comp_key = next(k for k in names if k.startswith("composite"))
+    print()
+    for label, col in columns:
+        ms = col[march_key] + col[comp_key]
+        print(f"march + composite, {label:<14}: {args.rays / ms * 1e3 / 1e3:8.1f} K rays/s")
+    if len(columns) > 1 and columns[1][0] == "compiled cpu":
+        torch_ms = columns[0][1][march_key] + columns[0][1][comp_key]
+        ratio = torch_ms / (columns[1][1][march_key] + columns[1][1][comp_key])
+        print(f"march + composite, compiled cpu vs torch: {ratio:.1f}x")
+    if args.train_steps > 0:
+        bench_training(args.train_steps)
+
+
+def bench_training(steps: int) -> None:
+    """Training rays/s of relight3d-tensorf and relight3d-ngp with each ray-marching backend (same scene, seed)."""
+    import os
+    from pathlib import Path
+
+    from relight3d.data.synthetic import SceneSpec, write_blender_scene
+    from relight3d.demo import cache_dir
+    from relight3d.engine.run import time_training_steps
+    from relight3d.method_configs import ngp_config, tensorf_config
+
+    scene = write_blender_scene(cache_dir() / "scenes" / "objects64", SceneSpec(resolution=64))
+    backends = ["torch"] + (["compiled"] if _backend.active_backend("cpu") == "cpu" else [])
+    print(f"\ntraining rays/s on {scene} ({steps} iterations after 30 warm-up, 4096 rays per batch)")
+    for name, make in (("relight3d-tensorf", tensorf_config), ("relight3d-ngp", ngp_config)):
+        row = {}
+        for backend in backends:
+            previous = os.environ.get("RELIGHT3D_OPS_BACKEND")
+            os.environ["RELIGHT3D_OPS_BACKEND"] = "torch" if backend == "torch" else "auto"
+            try:
+                torch.manual_seed(0)
+                row[backend] = time_training_steps(make(), Path(scene), steps, warmup=30)["rays_per_second"]
+            finally:
+                if previous is None:
+                    os.environ.pop("RELIGHT3D_OPS_BACKEND")
+                else:
+                    os.environ["RELIGHT3D_OPS_BACKEND"] = previous
+        line = f"{name:<20}" + "".join(f"  {b}: {v / 1e3:6.1f} K rays/s" for b, v in row.items())
+        if len(row) == 2:
+            line += f"  ({row['compiled'] / row['torch']:.2f}x)"
+        print(line)
 
 
 if __name__ == "__main__":

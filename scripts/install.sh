@@ -33,8 +33,9 @@ if [ -z "${CUDA_HOME:-}" ]; then
   done
 fi
 if [ -n "${CUDA_HOME:-}" ]; then
-  # No GPU to detect at build time: name the architectures (Ampere, Ada, Hopper).
-  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;8.6;9.0}"
+  # No GPU to detect at build time: name the architecture. 8.0+PTX runs natively on Ampere and is JIT-compiled by
+  # the driver for newer GPUs (Ada, Hopper); set TORCH_CUDA_ARCH_LIST="9.0" etc. for native code elsewhere.
+  export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0+PTX}"
   export PATH="$CUDA_HOME/bin:$PATH"
 fi
 export MAX_JOBS="${MAX_JOBS:-2}"

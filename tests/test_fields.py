@@ -21,9 +21,9 @@ def _bilinear(img, x, y):
     x0, y0 = int(math.floor(x)), int(math.floor(y))
     x1, y1 = min(x0 + 1, img.shape[1] - 1), min(y0 + 1, img.shape[0] - 1)
     fx, fy = x - x0, y - y0
-    return (
-        img[y0, x0] * (1 - fx) * (1 - fy) + img[y0, x1] * fx * (1 - fy) + img[y1, x0] * (1 - fx) * fy + img[y1, x1] * fx * fy
-    )
+    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+    bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def test_tensorf_density_matches_explicit_vm_sum():

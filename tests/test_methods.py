@@ -108,8 +108,18 @@ def _ns_train(args, cwd: Path, timeout: int = 300):
 
 def test_ns_train_cli(tiny_scene, tmp_path):
     """What a user runs: ns-train with the plugin's method and a Blender-format folder."""
-    common = ["--output-dir", str(tmp_path / "out"), "--vis", "tensorboard", "--max-num-iterations", "3",
-              "--pipeline.model.occupancy-resolution", "32", "--pipeline.datamanager.train-num-rays-per-batch", "256"]
+    common = [
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--vis",
+        "tensorboard",
+        "--max-num-iterations",
+        "3",
+        "--pipeline.model.occupancy-resolution",
+        "32",
+        "--pipeline.datamanager.train-num-rays-per-batch",
+        "256",
+    ]
     res = _ns_train(["relight3d-tensorf", "--data", str(tiny_scene), *common], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert list((tmp_path / "out").rglob("config.yml")) and list((tmp_path / "out").rglob("step-*.ckpt"))
@@ -122,3 +132,31 @@ def test_ns_train_cli(tiny_scene, tmp_path):
     assert "Traceback" not in res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("relight3d: error: ") and "transforms_train.json: malformed JSON" in last
+
+
+def test_carving_keeps_the_object_and_drops_empty_space(tiny_scene):
+    """Space carving from the masks keeps every cell the object occupies, and the shrink box contains the object."""
+    from relight3d.data.synthetic import trace
+
+    pipeline = build_pipeline(copy.deepcopy(method_configs()["relight3d-tensorf"]), tiny_scene)
+    model, dm = pipeline.model, pipeline.datamanager
+    carved = model.carve_occupancy(dm.train_cameras, dm.train_images)
+    assert carved is not None and carved > 0.8  # most of the empty box is gone from the first step
+    # Points on the object's surface: trace rays from outside towards the origin.
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g, dtype=torch.float64), dim=-1)
+    origins = -dirs * 3.0
+    _, hit = trace(origins, dirs, "objects")
+    assert int(hit.sum()) > 1000
+    from relight3d.data.synthetic import _box_hit, _sphere_hit
+
+    hits = [
+        _sphere_hit(origins, dirs, (0.0, 0.0, 0.15), 0.55)[0],
+        _sphere_hit(origins, dirs, (0.45, -0.35, -0.45), 0.25)[0],
+        _box_hit(origins, dirs, (-0.75, -0.35, -0.7), (-0.05, 0.35, -0.3))[0],
+    ]
+    t = torch.stack(hits, -1).min(-1).values
+    surface = (origins + dirs * t[:, None])[hit].float() * 0.999
+    assert bool(model.occupancy.is_occupied(surface).all())
+    box = model.shrink_to_occupied()
+    assert bool((surface >= box[:3]).all() and (surface <= box[3:]).all())

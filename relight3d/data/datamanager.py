@@ -110,9 +110,8 @@ class InMemoryDataManager(VanillaDataManager):
         idx = torch.as_tensor(indices, dtype=torch.long)
         store = self.image_batch["image"]
         if images.shape[1:3] != store.shape[1:3]:
-            raise ValueError(
-                f"replace_train_images: images are {tuple(images.shape[1:3])}, training images {tuple(store.shape[1:3])}"
-            )
+            got, want = tuple(images.shape[1:3]), tuple(store.shape[1:3])
+            raise ValueError(f"replace_train_images: images are {got}, training images {want}")
         if images.shape[0] != idx.shape[0]:
             raise ValueError(f"replace_train_images: {idx.shape[0]} indices but {images.shape[0]} images")
         c = images.shape[-1]

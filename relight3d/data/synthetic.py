@@ -78,8 +78,12 @@ def _box_hit(o: Tensor, d: Tensor, lo: Tuple[float, ...], hi: Tuple[float, ...])
 def _albedo(p: Tensor, which: Tensor) -> Tensor:
     """Smooth procedural albedo per primitive."""
     x, y, z = p.unbind(-1)
-    a0 = torch.stack([0.55 + 0.35 * torch.sin(4 * z + 1.0), 0.35 + 0.25 * torch.cos(5 * x), 0.3 + 0.2 * torch.sin(6 * y)], -1)
-    a1 = torch.stack([0.2 + 0.1 * torch.sin(8 * x), 0.45 + 0.3 * torch.sin(7 * y + 2 * z), 0.75 + 0.15 * torch.cos(5 * z)], -1)
+    a0 = torch.stack(
+        [0.55 + 0.35 * torch.sin(4 * z + 1.0), 0.35 + 0.25 * torch.cos(5 * x), 0.3 + 0.2 * torch.sin(6 * y)], -1
+    )
+    a1 = torch.stack(
+        [0.2 + 0.1 * torch.sin(8 * x), 0.45 + 0.3 * torch.sin(7 * y + 2 * z), 0.75 + 0.15 * torch.cos(5 * z)], -1
+    )
     a2 = torch.stack([0.9 + 0.0 * x, 0.8 + 0.1 * torch.sin(9 * z), 0.25 + 0.0 * x], -1)
     out = torch.where((which == 0)[:, None], a0, torch.where((which == 1)[:, None], a1, a2))
     return out.clamp(0.0, 1.0)

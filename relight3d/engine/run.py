@@ -96,3 +96,40 @@ def evaluate_pipeline(pipeline, out_dir: Optional[Path] = None) -> Dict[str, flo
     dataset = pipeline.datamanager.eval_dataset
     outputs = dataset._dataparser_outputs
     return evaluate_views(pipeline.model, dataset.cameras, list(outputs.image_filenames), out_dir=out_dir)
+
+
+def time_training_steps(config: TrainerConfig, data: Path, steps: int, warmup: int = 20) -> Dict[str, float]:
+    """Run ``warmup + steps`` training iterations of ``config`` outside the Trainer and time the last ``steps``.
+
+    The loop is the Trainer's (loss, backward, optimizer and scheduler steps, training callbacks) without logging,
+    evaluation or checkpoints. Returns rays/s and seconds per iteration.
+    """
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+    from nerfstudio.engine.optimizers import Optimizers
+
+    pipeline = build_pipeline(config, data)
+    pipeline.train()
+    optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+    callbacks = pipeline.get_training_callbacks(
+        TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None)
+    )
+
+    def run(step: int) -> None:
+        for cb in callbacks:
+            cb.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        optimizers.zero_grad_all()
+        _, loss_dict, _ = pipeline.get_train_loss_dict(step)
+        sum(loss_dict.values()).backward()
+        optimizers.optimizer_step_all()
+        optimizers.scheduler_step_all(step)
+        for cb in callbacks:
+            cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+    for step in range(warmup):
+        run(step)
+    t0 = time.perf_counter()
+    for step in range(warmup, warmup + steps):
+        run(step)
+    seconds = time.perf_counter() - t0
+    rays = steps * pipeline.datamanager.get_train_rays_per_batch()
+    return {"rays_per_second": rays / seconds, "seconds_per_iteration": seconds / steps}

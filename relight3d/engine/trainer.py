@@ -62,7 +62,8 @@ def load_checkpoint_file(path: Path) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise DataError(path, f"cannot load checkpoint ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise DataError(path, f"cannot load checkpoint ({err.__class__.__name__}: {first_line})") from None
 
 
 @dataclass

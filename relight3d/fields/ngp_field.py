@@ -36,7 +36,7 @@ class NGPField(RelightableField):
 
     def __init__(
         self,
-        aabb: Float[Tensor, 6],
+        aabb: Float[Tensor, "6"],
         n_levels: int = 16,
         features_per_level: int = 2,
         log2_table_size: int = 19,

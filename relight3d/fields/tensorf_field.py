@@ -40,7 +40,7 @@ class TensoRFField(RelightableField):
 
     def __init__(
         self,
-        aabb: Float[Tensor, 6],
+        aabb: Float[Tensor, "6"],
         resolution: int = 128,
         n_density_components: int = 16,
         n_appearance_components: int = 48,
@@ -129,7 +129,7 @@ class TensoRFField(RelightableField):
 
     # --- grid changes -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def resample(self, resolution: int, aabb: Optional[Float[Tensor, 6]] = None) -> None:
+    def resample(self, resolution: int, aabb: Optional[Float[Tensor, "6"]] = None) -> None:
         """Resample every plane and line to ``resolution`` over ``aabb`` (default: the current box).
 
         Used for progressive upsampling and for shrinking the box to the occupied region. Parameters are replaced,

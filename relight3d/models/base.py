@@ -149,7 +149,9 @@ class OccupancyFieldModel(Model):
             return None
         return self.occupancy.carve(world_to_pixel_matrices(cameras).to(self.device), images[..., 3].to(self.device))
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         pipeline = training_callback_attributes.pipeline
         datamanager = getattr(pipeline, "datamanager", None)
 

@@ -93,13 +93,17 @@ class TensoRFModel(OccupancyFieldModel):
         return [int(round(r)) for r in res]
 
     def shrink_to_occupied(self) -> Tensor:
-        """The occupied box plus a margin, clipped to the scene box."""
-        box = self.occupancy.occupied_aabb()
-        margin = (box[3:] - box[:3]) * self.config.shrink_margin
+        """The box to shrink to: the visual hull's box when the grid was carved from masks (it always contains the
+        object), else the occupied cells' box; plus a margin and one cell, clipped to the scene box."""
+        box = self.occupancy.uncarved_aabb() if self.occupancy.carved else self.occupancy.occupied_aabb()
         scene = self.occupancy.aabb
+        cell = (scene[3:] - scene[:3]) / self.occupancy.res
+        margin = (box[3:] - box[:3]) * self.config.shrink_margin + cell
         return torch.cat([torch.maximum(box[:3] - margin, scene[:3]), torch.minimum(box[3:] + margin, scene[3:])])
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
         c = self.config
         resolutions = dict(zip(c.upsampling_iters, self.upsampling_resolutions()))

@@ -34,7 +34,7 @@ class OccupancyGrid(nn.Module):
 
     def __init__(
         self,
-        aabb: Float[Tensor, 6],
+        aabb: Float[Tensor, "6"],
         res: int = 128,
         n_cascades: int = 1,
         decay: float = 0.95,
@@ -67,9 +67,20 @@ class OccupancyGrid(nn.Module):
         """Occupancy of the cells holding ``positions``."""
         return occupancy_lookup(positions, self.bitfield, self.aabb, self.n_cascades, self.res)
 
-    def occupied_aabb(self) -> Float[Tensor, 6]:
+    def occupied_aabb(self) -> Float[Tensor, "6"]:
         """Tight box around the occupied cells of cascade 0 (the whole box if none is occupied)."""
-        occ = unpack_bitfield(self.bitfield)[: self.res**3]
+        return self._cells_aabb(unpack_bitfield(self.bitfield)[: self.res**3])
+
+    def uncarved_aabb(self) -> Float[Tensor, "6"]:
+        """Box around the cells of cascade 0 that space carving kept (the visual hull; the whole box if uncarved)."""
+        return self._cells_aabb(self.density[0] >= 0)
+
+    @property
+    def carved(self) -> bool:
+        """Whether :meth:`carve` removed any cell."""
+        return bool((self.density < 0).any())
+
+    def _cells_aabb(self, occ: Tensor) -> Float[Tensor, "6"]:
         if not bool(occ.any()):
             return self.aabb.clone()
         idx = torch.nonzero(occ)[:, 0]
@@ -125,7 +136,7 @@ class OccupancyGrid(nn.Module):
         """Space carving: mark cells outside the visual hull of the masks as never occupied.
 
         A cell is carved when its centre projects inside the image of some view and onto background there
-        (``mask == 0`` after dilating the masks by ``dilate`` pixels). Carved cells are stored as negative density:
+        (``mask == 0`` after dilating the masks by ``dilate`` pixels), or when no view sees it at all. Carved cells are stored as negative density:
         they are skipped by updates and never become occupied. Returns the fraction of cells carved.
 
         Args:
@@ -143,6 +154,7 @@ class OccupancyGrid(nn.Module):
         centers = occupancy_cell_positions(idx, self.aabb, self.res)
         homog = torch.cat([centers, torch.ones_like(centers[:, :1])], -1)
         carved = torch.zeros(self.n_cells, dtype=torch.bool, device=device)
+        seen = torch.zeros(self.n_cells, dtype=torch.bool, device=device)
         for s in range(0, world_to_pixel.shape[0], chunk_views):
             for v in range(s, min(s + chunk_views, world_to_pixel.shape[0])):
                 p = homog @ world_to_pixel[v].T
@@ -153,6 +165,8 @@ class OccupancyGrid(nn.Module):
                 ui = u.long().clamp(0, w - 1)
                 vi = vv.long().clamp(0, h - 1)
                 carved |= inside & ~fg[v][vi, ui]
+                seen |= inside
+        carved |= ~seen
         flat = self.density.view(-1)
         flat[carved] = -1.0
         # Until the next update, every cell that survived carving counts as occupied.
