@@ -71,8 +71,9 @@ class OccupancyFieldModelConfig(ModelConfig):
     """Cells per side of the occupancy grid."""
     occupancy_update_every: int = 16
     """Training iterations between occupancy-grid updates."""
-    occupancy_threshold: float = 0.01
-    """Opacity (sigma * step) above which a cell counts as occupied."""
+    occupancy_threshold: float = 1e-3
+    """Opacity (sigma * step) above which a cell counts as occupied. Low on purpose: thin parts (ears, handles)
+    start with low density and would otherwise be pruned before they are learnt."""
     occupancy_warmup_updates: int = 16
     """Updates that visit every cell before switching to random subsets."""
     carve_with_masks: bool = True
