@@ -31,10 +31,10 @@ def _adam(lr: float, final_lr: float, max_steps: int, eps: float = 1e-15) -> dic
     }
 
 
-def tensorf_config(max_steps: int = 1500) -> Relight3DTrainerConfig:
-    """relight3d-tensorf's trainer config."""
+def _trainer_config(method_name: str, model, optimizers: dict, max_steps: int) -> Relight3DTrainerConfig:  # noqa: ANN001
+    """What relight3d's methods share: CPU-sized batches, the in-memory datamanager, atomic checkpoints."""
     return Relight3DTrainerConfig(
-        method_name="relight3d-tensorf",
+        method_name=method_name,
         steps_per_eval_batch=100,
         steps_per_eval_image=500,
         steps_per_eval_all_images=1_000_000,
@@ -44,40 +44,28 @@ def tensorf_config(max_steps: int = 1500) -> Relight3DTrainerConfig:
         machine=MachineConfig(device_type=default_device_type()),
         pipeline=VanillaPipelineConfig(
             datamanager=InMemoryDataManagerConfig(train_num_rays_per_batch=4096, eval_num_rays_per_batch=4096),
-            model=TensoRFModelConfig(),
+            model=model,
         ),
-        optimizers={
-            "density": _adam(0.02, 0.002, max_steps, eps=1e-8),
-            "appearance_grid": _adam(0.02, 0.002, max_steps, eps=1e-8),
-            "decoder": _adam(1e-3, 1e-4, max_steps, eps=1e-8),
-        },
+        optimizers=optimizers,
         viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
         vis="tensorboard",
     )
+
+
+def tensorf_config(max_steps: int = 1500) -> Relight3DTrainerConfig:
+    """relight3d-tensorf's trainer config."""
+    optimizers = {
+        "density": _adam(0.02, 0.002, max_steps, eps=1e-8),
+        "appearance_grid": _adam(0.02, 0.002, max_steps, eps=1e-8),
+        "decoder": _adam(1e-3, 1e-4, max_steps, eps=1e-8),
+    }
+    return _trainer_config("relight3d-tensorf", TensoRFModelConfig(), optimizers, max_steps)
 
 
 def ngp_config(max_steps: int = 2000) -> Relight3DTrainerConfig:
     """relight3d-ngp's trainer config."""
-    return Relight3DTrainerConfig(
-        method_name="relight3d-ngp",
-        steps_per_eval_batch=100,
-        steps_per_eval_image=500,
-        steps_per_eval_all_images=1_000_000,
-        steps_per_save=250,
-        max_num_iterations=max_steps,
-        mixed_precision=False,
-        machine=MachineConfig(device_type=default_device_type()),
-        pipeline=VanillaPipelineConfig(
-            datamanager=InMemoryDataManagerConfig(train_num_rays_per_batch=4096, eval_num_rays_per_batch=4096),
-            model=NGPModelConfig(),
-        ),
-        optimizers={
-            "density": _adam(1e-2, 1e-3, max_steps),
-            "appearance": _adam(1e-2, 1e-3, max_steps),
-        },
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
-        vis="tensorboard",
-    )
+    optimizers = {"density": _adam(1e-2, 1e-3, max_steps), "appearance": _adam(1e-2, 1e-3, max_steps)}
+    return _trainer_config("relight3d-ngp", NGPModelConfig(), optimizers, max_steps)
 
 
 tensorf_method = MethodSpecification(
