@@ -71,16 +71,19 @@ class TensoRFField(RelightableField):
     # --- VM evaluation -------------------------------------------------------------------------------------
     @staticmethod
     def _vm(planes: Tensor, lines: Tensor, xyz: Tensor) -> Tensor:
-        """Per-point products plane * line for the three pairs, concatenated: ``[n, 3 * components]``."""
-        out = []
-        for i, ((a, b), c) in enumerate(zip(_PLANE_AXES, _LINE_AXES)):
-            # grid_sample's x indexes the last (width) axis; planes are [C, H=axis b, W=axis a].
-            plane_coord = xyz[:, [a, b]].view(1, -1, 1, 2)
-            line_coord = torch.stack([torch.zeros_like(xyz[:, c]), xyz[:, c]], dim=-1).view(1, -1, 1, 2)
-            p = F.grid_sample(planes[i : i + 1], plane_coord, mode="bilinear", align_corners=True)
-            line = F.grid_sample(lines[i : i + 1], line_coord, mode="bilinear", align_corners=True)
-            out.append((p * line)[0, :, :, 0])
-        return torch.cat(out, dim=0).t()
+        """Per-point products plane * line for the three pairs, concatenated: ``[n, 3 * components]``.
+
+        The three pairs go through one batched ``grid_sample`` call: its CPU backward parallelises over the batch,
+        which makes it markedly faster than three separate calls.
+        """
+        n = xyz.shape[0]
+        # grid_sample's x indexes the last (width) axis; planes are [C, H=axis b, W=axis a].
+        plane_coord = torch.stack([xyz[:, [a, b]] for a, b in _PLANE_AXES]).view(3, n, 1, 2)
+        line_c = torch.stack([xyz[:, c] for c in _LINE_AXES])
+        line_coord = torch.stack([torch.zeros_like(line_c), line_c], dim=-1).view(3, n, 1, 2)
+        p = F.grid_sample(planes, plane_coord, mode="bilinear", align_corners=True)
+        line = F.grid_sample(lines, line_coord, mode="bilinear", align_corners=True)
+        return (p * line).reshape(-1, n).t()
 
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
         xyz = self.normalize_positions(positions)
