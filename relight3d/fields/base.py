@@ -80,6 +80,10 @@ class RelightableField(Field):
         """Radiance in [0, 1] from appearance features and unit viewing directions."""
         raise NotImplementedError
 
+    def density_and_features(self, positions: Float[Tensor, "n 3"]) -> Tuple[Float[Tensor, " n"], Tensor]:
+        """Density and appearance features together; fields whose two share work override this."""
+        return self.density(positions), self.appearance_features(positions)
+
     def geometry_parameters(self) -> List[nn.Parameter]:
         """Parameters that define density (frozen by :meth:`freeze_geometry`)."""
         raise NotImplementedError

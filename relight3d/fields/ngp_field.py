@@ -6,7 +6,7 @@ optional second hash grid (``appearance_grid``) so that appearance can be refit 
 
 from __future__ import annotations
 
-from typing import Dict, List, Literal
+from typing import Dict, List, Literal, Tuple
 
 import torch
 from jaxtyping import Float
@@ -80,12 +80,22 @@ class NGPField(RelightableField):
         sigma = trunc_exp(self._encode(positions)[:, 0] - 1.0)
         return torch.where(inside, sigma, torch.zeros_like(sigma))
 
+    def density_and_features(self, positions: Float[Tensor, "n 3"]) -> Tuple[Float[Tensor, " n"], Tensor]:
+        """One hash-grid encoding serves both (the density MLP's extra outputs are the geometry features)."""
+        h = self._encode(positions)
+        inside = (self.normalize_positions(positions).abs() <= 1.0).all(dim=-1)
+        sigma = torch.where(inside, trunc_exp(h[:, 0] - 1.0), torch.zeros_like(h[:, 0]))
+        return sigma, self._with_appearance_grid(positions, h[:, 1:])
+
     def appearance_features(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n f"]:
         if self.geometry_frozen:
             with torch.no_grad():
                 geo = self._encode(positions)[:, 1:]
         else:
             geo = self._encode(positions)[:, 1:]
+        return self._with_appearance_grid(positions, geo)
+
+    def _with_appearance_grid(self, positions: Tensor, geo: Tensor) -> Tensor:
         if self.appearance_encoding is None:
             return geo
         x = (self.normalize_positions(positions) + 1.0) * 0.5

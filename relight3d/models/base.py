@@ -208,11 +208,11 @@ class OccupancyFieldModel(Model):
         n_marched = keep.shape[0]
         # Pass 2, on the visible samples only: densities with gradients (unless geometry is frozen), appearance.
         if torch.is_grad_enabled() and not field_.geometry_frozen:
-            sigmas = field_.density(positions)
+            sigmas, feats = field_.density_and_features(positions)
             weights, _ = render_weights(sigmas, t0, t1, ray_ids, n, self.config.transmittance_threshold)
         else:
-            sigmas, weights = sigmas[keep], weights[keep]
-        feats = field_.appearance_features(positions)
+            weights = weights[keep]
+            feats = field_.appearance_features(positions)
         rgbs = field_.color(feats, directions[ray_ids])
         acc = accumulate_along_rays(weights, None, ray_ids, n)
         rgb = accumulate_along_rays(weights, rgbs, ray_ids, n)

@@ -136,8 +136,9 @@ class OccupancyGrid(nn.Module):
         """Space carving: mark cells outside the visual hull of the masks as never occupied.
 
         A cell is carved when its centre projects inside the image of some view and onto background there
-        (``mask == 0`` after dilating the masks by ``dilate`` pixels), or when no view sees it at all. Carved cells are stored as negative density:
-        they are skipped by updates and never become occupied. Returns the fraction of cells carved.
+        (``mask == 0`` after dilating the masks by ``dilate`` pixels), or when no view sees it at all. Carved cells
+        are stored as negative density: they are skipped by updates and never become occupied. Returns the fraction
+        of cells carved.
 
         Args:
             world_to_pixel: per view, the 3x4 matrix taking homogeneous world points to ``(u*z, v*z, z)`` with ``z``
