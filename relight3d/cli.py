@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from relight3d.data.errors import DataError
 
@@ -27,6 +28,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that add subcommands. Each defines ``register(subparsers)``; importing it must stay cheap (heavy imports
+# go inside the command functions), because every ``relight3d`` invocation imports all of them.
+SUBCOMMAND_MODULES: Tuple[str, ...] = (
+    "relight3d.benchmark.cli",
+    "relight3d.export.cli",
+    "relight3d.eval.cli",
+    "relight3d.lighting.cli",
+    "relight3d.pipelines.cli",
+    "relight3d.priors.cli",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relight3d", description="Relighting radiance fields (a nerfstudio plugin)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=500, help="training iterations")
     demo.add_argument("--output", default="renders/demo", help="folder for renders, metrics and the run")
     demo.set_defaults(func=_demo)
+
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and name.startswith(err.name):
+                continue  # that part of the package is not installed / not written yet
+            raise
+        module.register(sub)
     return parser
 
 
