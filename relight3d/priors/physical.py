@@ -1,0 +1,220 @@
+"""The weight-free default prior: relighting from the radiance field's own G-buffers.
+
+For each pixel of a view, with the field's rendered normal ``n`` and ray direction ``d``, the observed linear colour
+is modelled (metallic-roughness, :mod:`relight3d.lighting.shading`) as::
+
+    observed = albedo * D_src(n) + k_s * S_src(n, d)
+
+where ``D(n) = E(n) / pi`` is the Lambertian shading of a map (order-2 SH irradiance) and ``S`` its split-sum
+specular term for a dielectric (F0 = 0.04) of the configured roughness. Dividing out the source lighting gives the
+albedo, and shading it under the target map gives the relit colour::
+
+    albedo = clip((observed - k_s * S_src) / max(D_src, eps), 0, 1)
+    relit  = albedo * D_tgt(n) + k_s * S_tgt(n, d)
+
+Everything the shading model leaves out (self-shadowing, interreflections) is, to first order, a per-pixel factor
+shared by both lights, so it stays inside the estimated "albedo" and carries over to the relit image: ambient
+occlusion is kept rather than lost. Colours are converted between sRGB and linear with the exact sRGB curves.
+
+When the source map is unknown, an order-2 SH lighting is fitted by least squares to the observed linear colours
+of all masked pixels (``observed ~ sum_lm w_lm Y_lm(n)``, the irradiance of a constant-albedo object), and the
+albedo is fixed up to scale by ``assumed_albedo``: a known limitation of single-light intrinsic decomposition.
+
+``refine`` (stage 2) has no diffusion process: it re-estimates the albedo of a render under the *target* light,
+clips it to the physically valid range and smooths it inside the mask with a Gaussian of ``t* x
+refine_sigma_pixels`` pixels, then re-shades. ``t* = 0`` returns the input unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from relight3d.priors.base import GeneratorLike, PriorError, RelightingPrior, RelightingPriorConfig
+
+
+@dataclass
+class PhysicalPriorConfig(RelightingPriorConfig):
+    """Relighting by inverse shading of the field's normals (no weights, deterministic)."""
+
+    _target: Type = field(default_factory=lambda: PhysicalPrior)
+    """Prior class to instantiate."""
+    roughness: float = 0.5
+    """Perceptual roughness of the specular term."""
+    specular_weight: float = 1.0
+    """Scale of the dielectric (F0 = 0.04) specular term; 0 makes the model purely Lambertian."""
+    shading_floor: float = 1e-3
+    """Smallest source shading divided by (avoids blowing up noise in unlit regions)."""
+    max_albedo: float = 1.0
+    """Upper clip of the estimated albedo."""
+    assumed_albedo: float = 0.6
+    """With an unknown source map: the 95th-percentile albedo the fitted lighting is scaled to."""
+    refine_sigma_pixels: float = 4.0
+    """Stage 2: albedo smoothing radius in pixels at t* = 1 (scaled by t*)."""
+    envmap_height: int = 64
+    """Height at which maps are prefiltered for the specular term."""
+
+
+def _srgb_to_linear(x: Tensor) -> Tensor:
+    from relight3d.lighting import srgb_to_linear
+
+    return srgb_to_linear(x.clamp(0.0, 1.0))
+
+
+def _linear_to_srgb(x: Tensor) -> Tensor:
+    from relight3d.lighting import linear_to_srgb
+
+    return linear_to_srgb(x.clamp(0.0, 1.0))
+
+
+def fit_sh_lighting(
+    linear: Float[Tensor, "n 3"], normals: Float[Tensor, "n 3"], order: int = 2
+) -> Float[Tensor, "k 3"]:
+    """Least-squares SH shading ``sum w_k Y_k(n)`` per channel that best explains ``linear`` (ridge 1e-4)."""
+    from relight3d.lighting import sh_basis
+
+    basis = sh_basis(normals, order)  # [n, k]
+    gram = basis.T @ basis + 1e-4 * torch.eye(basis.shape[1], dtype=basis.dtype, device=basis.device)
+    return torch.linalg.solve(gram, basis.T @ linear)
+
+
+class PhysicalPrior(RelightingPrior):
+    """Inverse-then-forward shading with relight3d's image-based-lighting shader."""
+
+    config: PhysicalPriorConfig
+    required_gbuffers = ("normals", "directions")
+    needs_source_envmap = True
+
+    @property
+    def resolution(self) -> Optional[int]:
+        return None  # works at the input size
+
+    # --- shading terms ---------------------------------------------------------------------------------------
+    def _terms(self, envmap: Tensor, normals: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
+        """Lambertian shading ``E(n)/pi`` and the dielectric specular term under ``envmap``."""
+        from relight3d.lighting import PrefilteredEnvmap, diffuse_shading, shade
+
+        env = PrefilteredEnvmap.from_envmap(envmap.float(), base_height=min(self.config.envmap_height, envmap.shape[0]))
+        env = env.to(normals.device)
+        diffuse = diffuse_shading(normals, env)
+        if self.config.specular_weight == 0.0:
+            return diffuse, torch.zeros_like(diffuse)
+        ones = torch.ones_like(normals[..., :1])
+        out = shade(normals, directions, torch.zeros_like(normals), ones * self.config.roughness, ones * 0.0, env)
+        return diffuse, out["specular"] * self.config.specular_weight
+
+    def _gbuffers(self, gbuffers: Optional[Dict[str, Tensor]], shape: torch.Size) -> Tuple[Tensor, Tensor]:
+        if gbuffers is None or "normals" not in gbuffers:
+            raise PriorError(type(self.config).__name__, "the physical prior needs rendered normals (gbuffers)")
+        normals = gbuffers["normals"].float()
+        if normals.shape[:3] != shape[:3]:
+            raise PriorError(
+                type(self.config).__name__,
+                f"normals G-buffer {tuple(normals.shape)} does not match the images {tuple(shape)}",
+            )
+        directions = gbuffers.get("directions")
+        if directions is None:  # orthographic approximation: the view looks along -z of the world
+            directions = torch.zeros_like(normals)
+            directions[..., 2] = -1.0
+        return F.normalize(normals, dim=-1, eps=1e-8), F.normalize(directions.float(), dim=-1, eps=1e-8)
+
+    def _source_terms(
+        self, linear: Tensor, masks: Tensor, normals: Tensor, directions: Tensor, source: Optional[Tensor]
+    ) -> Tuple[Tensor, Tensor]:
+        if source is not None:
+            return self._terms(source, normals, directions)
+        from relight3d.lighting import sh_basis
+
+        sel = masks[..., 0] > 0.5
+        if int(sel.sum()) < 16:
+            raise PriorError(type(self.config).__name__, "too few object pixels to estimate the source light")
+        coeffs = fit_sh_lighting(linear[sel], normals[sel])
+        shading = (sh_basis(normals, 2) @ coeffs).clamp_min(0.0)
+        scale = (
+            torch.quantile((linear[sel] / shading[sel].clamp_min(1e-4)).flatten(), 0.95) / self.config.assumed_albedo
+        )
+        return shading * scale, torch.zeros_like(shading)
+
+    # --- the contract ----------------------------------------------------------------------------------------
+    def relight(
+        self,
+        images: Float[Tensor, "b h w 3"],
+        masks: Float[Tensor, "b h w 1"],
+        cameras: Float[Tensor, "b 3 4"],
+        target_envmap: Float[Tensor, "H W 3"],
+        *,
+        generator: GeneratorLike = None,
+        gbuffers: Optional[Dict[str, Tensor]] = None,
+        source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None,
+    ) -> Float[Tensor, "b h w 3"]:
+        """Relight by dividing out the source shading and multiplying in the target's (see the module docstring)."""
+        self.check_inputs(images, masks, cameras, target_envmap)
+        normals, directions = self._gbuffers(gbuffers, images.shape)
+        linear = _srgb_to_linear(images.float())
+        d_src, s_src = self._source_terms(linear, masks, normals, directions, source_envmap)
+        albedo = ((linear - s_src).clamp_min(0.0) / d_src.clamp_min(self.config.shading_floor)).clamp(
+            0.0, self.config.max_albedo
+        )
+        d_tgt, s_tgt = self._terms(target_envmap, normals, directions)
+        relit = _linear_to_srgb(albedo * d_tgt + s_tgt)
+        return torch.where(masks > 0, relit, images).to(images.dtype)
+
+    def refine(
+        self,
+        images: Float[Tensor, "b h w 3"],
+        masks: Float[Tensor, "b h w 1"],
+        cameras: Float[Tensor, "b 3 4"],
+        target_envmap: Float[Tensor, "H W 3"],
+        t_star: float,
+        *,
+        condition_images: Optional[Float[Tensor, "b h w 3"]] = None,
+        generator: GeneratorLike = None,
+        gbuffers: Optional[Dict[str, Tensor]] = None,
+        source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None,
+    ) -> Float[Tensor, "b h w 3"]:
+        """Re-shade ``images`` with their albedo (under the target light) clipped and smoothed by ``t*``."""
+        self.check_inputs(images, masks, cameras, target_envmap)
+        if t_star <= 0.0:
+            return images.clone()
+        normals, directions = self._gbuffers(gbuffers, images.shape)
+        d_tgt, s_tgt = self._terms(target_envmap, normals, directions)
+        linear = _srgb_to_linear(images.float())
+        albedo = ((linear - s_tgt).clamp_min(0.0) / d_tgt.clamp_min(self.config.shading_floor)).clamp(
+            0.0, self.config.max_albedo
+        )
+        sigma = float(t_star) * self.config.refine_sigma_pixels
+        if sigma > 0.25:
+            albedo = masked_gaussian_blur(albedo, masks, sigma)
+        out = _linear_to_srgb(albedo * d_tgt + s_tgt)
+        return torch.where(masks > 0, out, images).to(images.dtype)
+
+
+def masked_gaussian_blur(
+    image: Float[Tensor, "b h w c"], masks: Float[Tensor, "b h w 1"], sigma: float
+) -> Float[Tensor, "b h w c"]:
+    """Gaussian blur that only averages pixels inside the mask (normalised convolution)."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+
+    def blur(t: Tensor) -> Tensor:
+        c = t.shape[1]
+        t = F.conv2d(
+            F.pad(t, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c
+        )
+        return F.conv2d(
+            F.pad(t, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c
+        )
+
+    m = (masks > 0.5).to(image.dtype).permute(0, 3, 1, 2)
+    num = blur(image.permute(0, 3, 1, 2) * m)
+    den = blur(m).clamp_min(1e-6)
+    out = (num / den).permute(0, 2, 3, 1)
+    return torch.where(masks > 0.5, out, image)

@@ -1,0 +1,105 @@
+"""The weight-free physical prior against closed-form shading."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from relight3d.lighting import PrefilteredEnvmap, diffuse_shading, linear_to_srgb, shade
+from relight3d.priors.base import PriorError
+from relight3d.priors.physical import PhysicalPriorConfig, masked_gaussian_blur
+
+
+def _sphere_view(res: int = 24):
+    """Normals, ray directions and mask of an orthographic view of a unit sphere (camera on -Y looking at +Y)."""
+    x = torch.linspace(-1, 1, res)
+    zz, xx = torch.meshgrid(-x, x, indexing="ij")
+    r2 = xx**2 + zz**2
+    mask = (r2 < 0.95).float()[..., None]
+    y = -torch.sqrt((1 - r2).clamp_min(0))
+    normals = torch.stack([xx, y, zz], -1)
+    normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    directions = torch.zeros_like(normals)
+    directions[..., 1] = 1.0
+    cam = torch.tensor([[1.0, 0, 0, 0], [0, 0, -1, -3], [0, 1, 0, 0]])
+    return normals[None], directions[None], mask[None], cam[None]
+
+
+def _envmaps():
+    h, w = 16, 32
+    v = (torch.arange(h) + 0.5) / h
+    u = (torch.arange(w) + 0.5) / w
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    a = torch.stack([1.5 - vv, 0.8 + 0.5 * torch.cos(2 * math.pi * uu), 0.6 + 0.2 * vv], -1)
+    b = torch.stack([0.3 + 0.2 * vv, 0.5 + 0.4 * torch.sin(2 * math.pi * uu), 1.2 - 0.6 * vv], -1).clamp_min(0.05)
+    return a, b
+
+
+def _render(albedo, normals, directions, env, specular_weight, roughness=0.5):
+    pre = PrefilteredEnvmap.from_envmap(env, base_height=16)
+    ones = torch.ones_like(normals[..., :1])
+    spec = shade(normals, directions, torch.zeros_like(normals), ones * roughness, ones * 0.0, pre)["specular"]
+    return linear_to_srgb((albedo * diffuse_shading(normals, pre) + specular_weight * spec).clamp(0, 1))
+
+
+@pytest.mark.parametrize("specular_weight", [0.0, 1.0])
+def test_relight_matches_forward_shading_under_the_target(specular_weight: float) -> None:
+    normals, directions, mask, cam = _sphere_view()
+    albedo = torch.rand(1, 24, 24, 3) * 0.6 + 0.1
+    env_a, env_b = _envmaps()
+    img_a = _render(albedo, normals, directions, env_a, specular_weight)
+    img_b = _render(albedo, normals, directions, env_b, specular_weight)
+    prior = PhysicalPriorConfig(specular_weight=specular_weight, envmap_height=16).setup()
+    gb = {"normals": normals, "directions": directions}
+    relit = prior.relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    inside = mask[..., 0] > 0
+    err = (relit - img_b).abs()[inside]
+    assert float(err.max()) < 2e-3
+    # ... and the relit image is really different from the input
+    assert float((img_a - img_b).abs()[inside].mean()) > 0.05
+    # pixels outside the mask keep their input values
+    assert torch.equal(relit[~inside], img_a[~inside])
+
+
+def test_unknown_source_light_is_fitted_up_to_scale() -> None:
+    normals, directions, mask, cam = _sphere_view(32)
+    albedo = torch.full((1, 32, 32, 3), 0.5)
+    env_a, env_b = _envmaps()
+    img_a = _render(albedo, normals, directions, env_a, 0.0)
+    img_b = _render(albedo, normals, directions, env_b, 0.0)
+    prior = PhysicalPriorConfig(specular_weight=0.0, assumed_albedo=0.5).setup()
+    relit = prior.relight(img_a, mask, cam, env_b, gbuffers={"normals": normals, "directions": directions})
+    inside = mask[..., 0] > 0
+    assert float((relit - img_b).abs()[inside].mean()) < 0.02
+
+
+def test_refine_is_identity_at_zero_and_smooths_albedo_noise() -> None:
+    normals, directions, mask, cam = _sphere_view(32)
+    _, env_b = _envmaps()
+    clean = _render(torch.full((1, 32, 32, 3), 0.5), normals, directions, env_b, 0.0)
+    noisy = (clean + 0.05 * torch.randn_like(clean)).clamp(0, 1)
+    prior = PhysicalPriorConfig(specular_weight=0.0).setup()
+    gb = {"normals": normals, "directions": directions}
+    assert torch.equal(prior.refine(noisy, mask, cam, env_b, 0.0, gbuffers=gb), noisy)
+    refined = prior.refine(noisy, mask, cam, env_b, 0.4, gbuffers=gb)
+    inside = mask[..., 0] > 0.5
+    assert float((refined - clean).abs()[inside].mean()) < 0.6 * float((noisy - clean).abs()[inside].mean())
+
+
+def test_masked_blur_keeps_constant_images_and_ignores_outside() -> None:
+    img = torch.full((1, 10, 10, 3), 0.3)
+    img[:, :, :3] = 5.0  # outside the mask: must not leak in
+    mask = torch.zeros(1, 10, 10, 1)
+    mask[:, :, 3:] = 1
+    out = masked_gaussian_blur(img, mask, 2.0)
+    assert torch.allclose(out[:, :, 3:], torch.full_like(out[:, :, 3:], 0.3), atol=1e-6)
+
+
+def test_missing_gbuffers_is_a_one_line_error() -> None:
+    _, _, mask, cam = _sphere_view(8)
+    env_a, _ = _envmaps()
+    prior = PhysicalPriorConfig().setup()
+    with pytest.raises(PriorError, match="normals"):
+        prior.relight(torch.rand(1, 8, 8, 3), mask, cam, env_a)

@@ -1,0 +1,118 @@
+"""relight3d-gaffer end to end on a tiny scene: stage 1 cache, image replacement, frozen density, stage 2, resume."""
+
+from __future__ import annotations
+
+import copy
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from relight3d.data.errors import DataError
+from relight3d.engine.run import train
+from relight3d.engine.trainer import latest_checkpoint, load_checkpoint_file
+from relight3d.method_configs import gaffer_config, tensorf_config
+from relight3d.pipelines.relighting import STAGE1_DIRS, load_field_run, t_star_at
+
+
+def _tiny(cfg, steps):
+    cfg = copy.deepcopy(cfg)
+    cfg.max_num_iterations = steps
+    cfg.steps_per_save = steps
+    cfg.steps_per_eval_image = 10**6
+    cfg.steps_per_eval_batch = 10**6
+    cfg.pipeline.datamanager.train_num_rays_per_batch = 256
+    cfg.pipeline.model.occupancy_resolution = 32
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("field_run")
+    cfg = _tiny(tensorf_config(60), 60)
+    trainer = train(cfg, tiny_scene, out, experiment_name="tiny")
+    return trainer.base_dir / "config.yml"
+
+
+@pytest.fixture(scope="module")
+def target_map(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from relight3d.lighting import write_envmap
+
+    h, w = 16, 32
+    v = torch.linspace(0, 1, h)[:, None].expand(h, w)
+    env = torch.stack([0.2 + 0.1 * v, 0.4 + 0.0 * v, 1.5 - 1.2 * v], -1)  # bluish sky from above
+    path = tmp_path_factory.mktemp("env") / "blue_sky.exr"
+    write_envmap(path, env)
+    return path
+
+
+def test_t_star_schedules() -> None:
+    assert t_star_at(0, 100, 0.4, 0.05, "exponential") == pytest.approx(0.4)
+    assert t_star_at(99, 100, 0.4, 0.05, "exponential") == pytest.approx(0.05)
+    assert t_star_at(33, 100, 0.4, 0.05, "exponential") == pytest.approx(0.4 * (0.05 / 0.4) ** (33 / 99))
+    assert t_star_at(50, 100, 0.4, 0.05, "constant") == 0.4
+    assert t_star_at(99, 100, 0.4, 0.05, "linear") == pytest.approx(0.05)
+
+
+def test_gaffer_is_registered() -> None:
+    eps = {ep.name: ep for ep in entry_points(group="nerfstudio.method_configs")}
+    cfg = eps["relight3d-gaffer"].load().config
+    assert cfg.pipeline.stage1_steps == 2500 and cfg.max_num_iterations == 3000
+    assert cfg.optimizers["appearance_grid"]["optimizer"].lr == 0.02
+    assert cfg.optimizers["decoder"]["optimizer"].lr == 1e-3
+
+
+def test_two_stages_end_to_end(trained_run: Path, target_map: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    _, field_state, _ = load_field_run(trained_run)
+    cfg = _tiny(gaffer_config(stage1_steps=12, stage2_steps=3), 15)
+    cfg.pipeline.field_run = trained_run
+    cfg.pipeline.target_envmap = target_map
+    trainer = train(cfg, tiny_scene, tmp_path, experiment_name="gaffer")
+    pipeline = trainer.pipeline
+    cache = trainer.base_dir / "stage1"
+    n = len(pipeline.datamanager.train_cameras)
+    for d in STAGE1_DIRS:
+        assert len(list((cache / d).iterdir())) == n, d
+    rt = np.load(cache / "target_RT" / "000.npy")
+    c2w = pipeline.datamanager.train_cameras.camera_to_worlds[0].numpy()
+    assert np.allclose(rt[:, :3] @ c2w[:, :3], np.eye(3), atol=1e-4)
+    # the training images were replaced by the relit views (alpha kept)
+    from relight3d.pipelines.relighting import _load_png
+
+    pred0 = _load_png(cache / "pred_image" / "000.png")[..., :3]
+    stored = pipeline.datamanager.train_images[0, ..., :3].cpu()
+    mask = pipeline.datamanager.train_images[0, ..., 3].cpu() > 0.5
+    assert (pred0 - stored).abs()[mask].max() < 1.5 / 255
+    original = _load_png(cache / "input_image" / "000.png")[..., :3]
+    assert (pred0 - original).abs()[mask].mean() > 0.02  # the bluish light changed the object
+    # density is frozen: identical to the trained field; appearance moved
+    state = pipeline.model.state_dict()
+    density_keys = [k for k in state if k.startswith("field.density_")]
+    assert density_keys and all(torch.equal(state[k], field_state[k]) for k in density_keys)
+    assert not torch.equal(state["field.appearance_planes"], field_state["field.appearance_planes"])
+    ckpt = latest_checkpoint(trainer.base_dir / "nerfstudio_models")
+    assert ckpt is not None and load_checkpoint_file(ckpt)["step"] == 14
+
+    # resume: the stage-1 cache is reused (no new files), training continues from the checkpoint
+    stamp = (cache / "pred_image" / "000.png").stat().st_mtime_ns
+    cfg2 = _tiny(gaffer_config(stage1_steps=12, stage2_steps=3), 2)
+    cfg2.pipeline.field_run = trained_run
+    cfg2.pipeline.target_envmap = target_map
+    cfg2.pipeline.cache_dir = cache
+    cfg2.load_dir = trainer.base_dir / "nerfstudio_models"
+    trainer2 = train(cfg2, tiny_scene, tmp_path / "resumed", experiment_name="gaffer")
+    assert (cache / "pred_image" / "000.png").stat().st_mtime_ns == stamp
+    assert trainer2._start_step == 15
+
+
+def test_field_run_from_another_method_is_a_one_line_error(tmp_path: Path) -> None:
+    cfg = tensorf_config(10)
+    cfg.method_name = "nerfacto"
+    (tmp_path / "config.yml").write_text(yaml.dump(cfg))
+    with pytest.raises(DataError, match="nerfacto"):
+        load_field_run(tmp_path / "config.yml")
+    with pytest.raises(DataError, match="not found"):
+        load_field_run(tmp_path / "missing" / "config.yml")
