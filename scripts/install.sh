@@ -10,14 +10,20 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
-# System libraries: open3d needs libusb, ns-render needs ffmpeg. Best effort (root with apt only).
+# System libraries: open3d needs libusb, ns-render needs ffmpeg, the eval report's browser test chromium.
+# Best effort (root with apt only).
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   missing=""
   ldconfig -p | grep -q "libusb-1.0.so.0" || missing="$missing libusb-1.0-0"
   command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
-  if [ -n "$missing" ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
-      || echo "install.sh: could not apt-get install$missing (continuing)"
+  browser=""
+  command -v chromium >/dev/null 2>&1 || browser=" chromium"  # Debian's name; not installable everywhere
+  if [ -n "$missing$browser" ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing $browser) >/dev/null 2>&1 \
+      || { [ -n "$browser" ] && [ -n "$missing" ] \
+           && (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
+           && echo "install.sh: could not apt-get install chromium (the report's browser test will skip)"; } \
+      || echo "install.sh: could not apt-get install$missing$browser (continuing)"
   fi
 fi
 
