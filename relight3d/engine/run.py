@@ -16,7 +16,7 @@ from relight3d.eval.image_metrics import psnr, ssim
 
 def train(
     config: TrainerConfig,
-    data: Path,
+    data: Optional[Path],
     output_dir: Path,
     max_steps: Optional[int] = None,
     experiment_name: Optional[str] = None,
@@ -24,8 +24,10 @@ def train(
     """Train ``config`` on ``data`` and return the trainer (its pipeline holds the trained model).
 
     Writes nerfstudio's usual outputs (``config.yml``, ``nerfstudio_models/step-*.ckpt``) under ``output_dir``.
+    ``data=None`` keeps the config's own data path (e.g. relighting, which takes it from the trained run).
     """
-    config.pipeline.datamanager.data = Path(data)
+    if data is not None:
+        config.pipeline.datamanager.data = Path(data)
     config.output_dir = Path(output_dir)
     if experiment_name is not None:
         config.experiment_name = experiment_name

@@ -227,6 +227,11 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, float]]:
         names = {v: f"{v:03d}.png" for v in eval_views}
         render_eval_views(pipeline, run_dir / "pred", names)
         entry: Dict[str, float] = {"train_seconds": time.perf_counter() - started}
+        timings = pipeline.timings
+        if timings["stage1_views"]:
+            entry["stage1_views_per_second"] = timings["stage1_views"] / max(timings["stage1_seconds"], 1e-9)
+        if timings["stage2_iters"]:
+            entry["stage2_iterations_per_second"] = timings["stage2_iters"] / max(timings["stage2_seconds"], 1e-9)
         if gt_paths:
             for v, p in gt_paths.items():
                 _link(p, run_dir / "gt" / names[v])

@@ -25,13 +25,15 @@ import copy
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Type
+from typing import Annotated, Any, Dict, List, Literal, Mapping, Optional, Tuple, Type, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import tyro
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
@@ -40,8 +42,22 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from relight3d.data.errors import DataError
-from relight3d.priors.base import RelightingPrior, RelightingPriorConfig
-from relight3d.priors.physical import PhysicalPriorConfig
+from relight3d.priors import (
+    ICLightPriorConfig,
+    InstructPix2PixPriorConfig,
+    NeuralGafferPriorConfig,
+    PhysicalPriorConfig,
+    RelightingPrior,
+)
+
+PriorChoice = Union[
+    Annotated[PhysicalPriorConfig, tyro.conf.subcommand(name="physical")],
+    Annotated[NeuralGafferPriorConfig, tyro.conf.subcommand(name="neural-gaffer")],
+    Annotated[ICLightPriorConfig, tyro.conf.subcommand(name="ic-light")],
+    Annotated[InstructPix2PixPriorConfig, tyro.conf.subcommand(name="instruct-pix2pix")],
+]
+"""Priors ``ns-train relight3d-gaffer`` can use, chosen as ``pipeline.prior:physical`` (default),
+``pipeline.prior:neural-gaffer``, ``pipeline.prior:ic-light`` or ``pipeline.prior:instruct-pix2pix``."""
 
 FIELD_METHODS = ("relight3d-tensorf", "relight3d-ngp")
 """Methods whose trained fields can be relit."""
@@ -68,7 +84,7 @@ class RelightingPipelineConfig(VanillaPipelineConfig):
     dataparser reports for the training light (Objaverse-layout folders), if any."""
     source_envmap_strength: float = 1.0
     """Multiplier on the source map's radiance."""
-    prior: RelightingPriorConfig = field(default_factory=PhysicalPriorConfig)
+    prior: PriorChoice = field(default_factory=PhysicalPriorConfig)
     """The 2D relighting prior (physical by default: no weights needed)."""
     stage1_steps: int = 2500
     """Appearance-refit iterations on the stage-1 relit views (Neural Gaffer: 2,500)."""
@@ -200,8 +216,11 @@ class RelightingPipeline(VanillaPipeline):
                     setattr(model_cfg, name, value)
             model_cfg.freeze_geometry = True
             config.model = model_cfg
-            if config.datamanager.data is None:
-                config.datamanager = copy.deepcopy(trained.pipeline.datamanager)
+            # The data as the field was trained on it (same dataparser and splits); --data only moves the folder.
+            datamanager = copy.deepcopy(trained.pipeline.datamanager)
+            if config.datamanager.data is not None:
+                datamanager.data = config.datamanager.data
+            config.datamanager = datamanager
         elif config.field_run is None and test_mode != "inference":
             raise DataError("--pipeline.field-run", "relighting needs a trained field: pass its config.yml")
         super().__init__(config, device, test_mode=test_mode, **kwargs)
@@ -217,6 +236,7 @@ class RelightingPipeline(VanillaPipeline):
         self.__dict__["_prior"] = None
         self.__dict__["_stage1_done"] = False
         self.__dict__["_gbuffers"] = None
+        self.__dict__["timings"] = {"stage1_seconds": 0.0, "stage1_views": 0, "stage2_seconds": 0.0, "stage2_iters": 0}
         self._generator = torch.Generator().manual_seed(config.seed)
 
     # --- setup helpers -----------------------------------------------------------------------------------------
@@ -318,7 +338,12 @@ class RelightingPipeline(VanillaPipeline):
             if all(f.is_file() for f in files):
                 relit = torch.stack([_load_png(f)[..., :3] for f in files])
         if relit is None:
+            started = time.perf_counter()
             relit = self._relight_training_views(cache, fingerprint)
+            self.timings["stage1_seconds"] += time.perf_counter() - started
+            self.timings["stage1_views"] += n
+        if "_original_images" not in self.__dict__:
+            self.__dict__["_original_images"] = images[..., :3].detach().cpu().clone()
         dm.replace_train_images(torch.arange(n), relit.to(images))
         self.__dict__["_stage1_done"] = True
         return relit
@@ -367,6 +392,12 @@ class RelightingPipeline(VanillaPipeline):
             self.run_stage1()
         if step < self.config.stage1_steps:
             return super().get_train_loss_dict(step)
+        # Stage-2 speed: wall time between the starts of consecutive stage-2 iterations (render, prior, backward).
+        now = time.perf_counter()
+        if self.__dict__.get("_stage2_last") is not None:
+            self.timings["stage2_seconds"] += now - self.__dict__["_stage2_last"]
+            self.timings["stage2_iters"] += 1
+        self.__dict__["_stage2_last"] = now
         return self._stage2_loss_dict(step - self.config.stage1_steps)
 
     def _stage2_loss_dict(self, step: int):  # noqa: ANN202
@@ -390,6 +421,9 @@ class RelightingPipeline(VanillaPipeline):
             if source is not None:
                 kwargs["source_envmap"] = source
             c2w = camera.camera_to_worlds.cpu()
+            kwargs["condition_images"] = self.__dict__["_original_images"][i : i + 1]
+            if c.stage2_render_scale != 1.0:
+                kwargs["condition_images"] = _resize(kwargs["condition_images"], pred.shape[:2])
             refined = self.prior.refine(
                 pred[None].detach().cpu(), mask[None].cpu(), c2w, self.target_envmap(), t_star, **kwargs
             )

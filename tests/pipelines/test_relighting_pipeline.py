@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -18,35 +17,9 @@ from relight3d.method_configs import gaffer_config, tensorf_config
 from relight3d.pipelines.relighting import STAGE1_DIRS, load_field_run, t_star_at
 
 
-def _tiny(cfg, steps):
-    cfg = copy.deepcopy(cfg)
-    cfg.max_num_iterations = steps
-    cfg.steps_per_save = steps
-    cfg.steps_per_eval_image = 10**6
-    cfg.steps_per_eval_batch = 10**6
-    cfg.pipeline.datamanager.train_num_rays_per_batch = 256
-    cfg.pipeline.model.occupancy_resolution = 32
-    return cfg
-
-
 @pytest.fixture(scope="module")
-def trained_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("field_run")
-    cfg = _tiny(tensorf_config(60), 60)
-    trainer = train(cfg, tiny_scene, out, experiment_name="tiny")
-    return trainer.base_dir / "config.yml"
-
-
-@pytest.fixture(scope="module")
-def target_map(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from relight3d.lighting import write_envmap
-
-    h, w = 16, 32
-    v = torch.linspace(0, 1, h)[:, None].expand(h, w)
-    env = torch.stack([0.2 + 0.1 * v, 0.4 + 0.0 * v, 1.5 - 1.2 * v], -1)  # bluish sky from above
-    path = tmp_path_factory.mktemp("env") / "blue_sky.exr"
-    write_envmap(path, env)
-    return path
+def target_map(tiny_object_folder: Path) -> Path:
+    return tiny_object_folder / "envmaps" / "sky.exr"
 
 
 def test_t_star_schedules() -> None:
@@ -65,12 +38,13 @@ def test_gaffer_is_registered() -> None:
     assert cfg.optimizers["decoder"]["optimizer"].lr == 1e-3
 
 
-def test_two_stages_end_to_end(trained_run: Path, target_map: Path, tiny_scene: Path, tmp_path: Path) -> None:
+def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_path: Path, shrink_config) -> None:
+    trained_run = trained_object_run
     _, field_state, _ = load_field_run(trained_run)
-    cfg = _tiny(gaffer_config(stage1_steps=12, stage2_steps=3), 15)
+    cfg = shrink_config(gaffer_config(stage1_steps=12, stage2_steps=3), 15)
     cfg.pipeline.field_run = trained_run
     cfg.pipeline.target_envmap = target_map
-    trainer = train(cfg, tiny_scene, tmp_path, experiment_name="gaffer")
+    trainer = train(cfg, None, tmp_path, experiment_name="gaffer")
     pipeline = trainer.pipeline
     cache = trainer.base_dir / "stage1"
     n = len(pipeline.datamanager.train_cameras)
@@ -98,12 +72,12 @@ def test_two_stages_end_to_end(trained_run: Path, target_map: Path, tiny_scene: 
 
     # resume: the stage-1 cache is reused (no new files), training continues from the checkpoint
     stamp = (cache / "pred_image" / "000.png").stat().st_mtime_ns
-    cfg2 = _tiny(gaffer_config(stage1_steps=12, stage2_steps=3), 2)
+    cfg2 = shrink_config(gaffer_config(stage1_steps=12, stage2_steps=3), 2)
     cfg2.pipeline.field_run = trained_run
     cfg2.pipeline.target_envmap = target_map
     cfg2.pipeline.cache_dir = cache
     cfg2.load_dir = trainer.base_dir / "nerfstudio_models"
-    trainer2 = train(cfg2, tiny_scene, tmp_path / "resumed", experiment_name="gaffer")
+    trainer2 = train(cfg2, None, tmp_path / "resumed", experiment_name="gaffer")
     assert (cache / "pred_image" / "000.png").stat().st_mtime_ns == stamp
     assert trainer2._start_step == 15
 

@@ -1,0 +1,356 @@
+"""The contract of relight3d's 2D relighting priors, and the conventions every prior follows.
+
+A relighting prior takes views of an object and returns the same views under a target environment map. The
+relighting pipeline owns the prior (the radiance field never sees it): stage 1 calls :meth:`RelightingPrior.relight`
+on the training views, stage 2 calls :meth:`RelightingPrior.refine` on renders.
+
+Tensors a prior takes (torch, on any device: the prior moves them to its own and returns results on the images'
+device, as float32):
+
+* ``images``: ``Float[Tensor, "b h w 3"]``, sRGB in [0, 1], straight (not premultiplied) colour. Any size: each
+  prior pads the views to a square with its background colour, resizes them to its working resolution, and resizes
+  the result back (see :func:`to_square` / :func:`from_square`).
+* ``masks``: ``Float[Tensor, "b h w 1"]`` in [0, 1], 1 on the object. The prior sees the object composited on its
+  own background colour, and its output is composited back onto the input images with these masks: pixels outside
+  the object keep their input values.
+* ``cameras``: ``Float[Tensor, "b 3 4"]`` (or ``"b 4 4"``) camera-to-world matrices in the Blender / OpenGL
+  convention (camera x right, y up, looking down -z), world Z up. Plain tensors: priors do not depend on
+  nerfstudio's ``Cameras``.
+* ``target_envmap``: ``Float[Tensor, "H W 3"]``, linear HDR radiance, equirectangular in relight3d.lighting's
+  (Blender's) convention, in world coordinates. Each prior expresses it in each view's camera frame itself.
+* ``generator``: see :data:`GeneratorLike` and :func:`make_generators`. Sampling is deterministic under a seed, and
+  each view gets its own random stream, so a view's result does not depend on how a batch is split.
+
+Configs follow nerfstudio: ``RelightingPriorConfig`` (``_target`` + ``setup(device=...)``) with one subclass per
+prior, model paths are config fields (never model ids in code) and nothing is downloaded.
+
+Loading conventions (shared with every prior that loads pretrained weights, e.g. the score-distillation prior):
+:func:`require_model_dir` checks a local checkpoint folder, :func:`load_pretrained_component` loads one diffusers /
+transformers component from a subfolder and turns every failure into a one-line :class:`PriorError` naming the
+path, :func:`resolve_torch_dtype` maps config names to dtypes.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.configs.base_config import InstantiateConfig
+from torch import Tensor
+
+from relight3d.data.errors import DataError
+
+GeneratorLike = Union[None, int, torch.Generator, Sequence[torch.Generator]]
+"""Randomness of one prior call: ``None`` (the config's seed), an int seed, one ``torch.Generator`` (per-view seeds
+are drawn from it, so successive calls differ but replay identically), or one generator per view."""
+
+DTypeName = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class PriorError(DataError):
+    """A prior cannot be built, or cannot take an input.
+
+    ``str(err)`` is one line: ``<model path or config name>: <problem>``.
+    """
+
+
+@dataclass
+class RelightingPriorConfig(InstantiateConfig):
+    """Base config of a 2D relighting prior; select a prior by using one of its subclasses."""
+
+    _target: Type = field(default_factory=lambda: RelightingPrior)
+    """Prior class to instantiate."""
+    seed: int = 0
+    """Seed of the prior's sampling when a call passes no generator."""
+
+    def setup(self, device: Union[str, torch.device] = "cpu", **kwargs: Any) -> "RelightingPrior":
+        """Build the prior on ``device`` (loading its weights, if it has any)."""
+        if self._target is RelightingPrior:
+            raise PriorError(type(self).__name__, "is the abstract prior config; choose a prior's own config")
+        return self._target(self, device=device, **kwargs)
+
+
+class RelightingPrior(abc.ABC):
+    """A 2D relighting prior. Not an ``nn.Module`` on purpose: a pipeline holding one does not write the frozen
+    prior weights into its checkpoints."""
+
+    config: RelightingPriorConfig
+
+    required_gbuffers: Tuple[str, ...] = ()
+    """Rendered G-buffers (names of ``render_view`` outputs such as ``"normals"``, ``"accumulation"``) this prior
+    needs in the ``gbuffers`` argument; empty for image-space priors."""
+    needs_source_envmap: bool = False
+    """Whether the prior needs the light the input images were captured under (``source_envmap``)."""
+
+    def __init__(self, config: RelightingPriorConfig, device: Union[str, torch.device] = "cpu") -> None:
+        self.config = config
+        self._device = torch.device(device)
+
+    # --- description -----------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device the prior computes on (the first one, when a batch is split across several)."""
+        return self._device
+
+    @property
+    def error_path(self) -> Union[str, Path]:
+        """What error messages name: the model path when there is one, else the config's class name."""
+        path = getattr(self.config, "model_path", None)
+        return path if path is not None else type(self.config).__name__
+
+    @property
+    @abc.abstractmethod
+    def resolution(self) -> Optional[int]:
+        """Side of the square images the prior works at (views are resized to it and back), or None when the prior
+        works at the input size."""
+
+    @property
+    def supports_sds(self) -> bool:
+        """Whether :meth:`sds_loss` is implemented."""
+        return False
+
+    # --- the contract ----------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def relight(
+        self,
+        images: Float[Tensor, "b h w 3"],
+        masks: Float[Tensor, "b h w 1"],
+        cameras: Float[Tensor, "b 3 4"],
+        target_envmap: Float[Tensor, "H W 3"],
+        *,
+        generator: GeneratorLike = None,
+        gbuffers: Optional[Dict[str, Tensor]] = None,
+        source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None,
+    ) -> Float[Tensor, "b h w 3"]:
+        """The views relit under ``target_envmap`` (sRGB in [0, 1], the input's size).
+
+        Args:
+            images: Views of the object, sRGB in [0, 1].
+            masks: Object masks (1 on the object).
+            cameras: Camera-to-world matrices (Blender / OpenGL convention, world Z up).
+            target_envmap: Target light, linear HDR equirectangular map in world coordinates.
+            generator: Randomness (see :data:`GeneratorLike`); the same value gives the same result.
+            gbuffers: Rendered G-buffers of these views, for priors that list them in ``required_gbuffers``.
+            source_envmap: The light the images were captured under, for priors with ``needs_source_envmap``.
+        """
+
+    @abc.abstractmethod
+    def refine(
+        self,
+        images: Float[Tensor, "b h w 3"],
+        masks: Float[Tensor, "b h w 1"],
+        cameras: Float[Tensor, "b 3 4"],
+        target_envmap: Float[Tensor, "H W 3"],
+        t_star: float,
+        *,
+        condition_images: Optional[Float[Tensor, "b h w 3"]] = None,
+        generator: GeneratorLike = None,
+        gbuffers: Optional[Dict[str, Tensor]] = None,
+        source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None,
+    ) -> Float[Tensor, "b h w 3"]:
+        """``images`` (e.g. renders of a relit field) pulled towards the prior, SDEdit-style.
+
+        Diffusion priors noise the images to a level set by ``t_star`` and denoise them under the target light:
+        ``t_star = 0`` changes nothing but the autoencoder round trip, ``t_star >= 1`` samples from pure noise
+        (the same as :meth:`relight`). Priors without a diffusion process interpret ``t_star`` as a blend weight.
+
+        Args:
+            images: The images to refine, sRGB in [0, 1].
+            masks: Object masks.
+            cameras: Camera-to-world matrices.
+            target_envmap: Target light in world coordinates.
+            t_star: Noise level in [0, 1] (see the prior's documentation for its exact meaning).
+            condition_images: What image-conditioned priors condition on (e.g. Neural Gaffer's input image: the
+                original, unrelit view). Default: ``images`` themselves.
+            generator: Randomness (see :data:`GeneratorLike`).
+            gbuffers: Rendered G-buffers, for priors that need them.
+            source_envmap: The light of the original views, for priors that need it.
+        """
+
+    def sds_loss(
+        self,
+        images: Float[Tensor, "b h w 3"],
+        masks: Float[Tensor, "b h w 1"],
+        cameras: Float[Tensor, "b 3 4"],
+        target_envmap: Float[Tensor, "H W 3"],
+        **kwargs: Any,
+    ) -> Dict[str, Tensor]:
+        """Optional score-distillation loss (``{"loss_sds": ..., "grad_norm": ...}``), differentiable in ``images``."""
+        raise NotImplementedError(f"{type(self).__name__} has no score-distillation loss")
+
+    # --- shared input checks ---------------------------------------------------------------------------------------
+    def check_inputs(
+        self,
+        images: Tensor,
+        masks: Tensor,
+        cameras: Tensor,
+        target_envmap: Tensor,
+        condition_images: Optional[Tensor] = None,
+    ) -> int:
+        """Check the shapes of a call's tensors (one-line :class:`PriorError` otherwise); returns the batch size."""
+        where = self.error_path
+        if images.dim() != 4 or images.shape[-1] != 3:
+            raise PriorError(where, f"images must be [b, h, w, 3] sRGB, got shape {tuple(images.shape)}")
+        b, h, w, _ = images.shape
+        if b == 0:
+            raise PriorError(where, "empty batch of images")
+        if masks.shape != (b, h, w, 1):
+            raise PriorError(where, f"masks must be [{b}, {h}, {w}, 1] like the images, got {tuple(masks.shape)}")
+        if cameras.shape not in ((b, 3, 4), (b, 4, 4)):
+            raise PriorError(where, f"cameras must be [{b}, 3, 4] camera-to-world matrices, got {tuple(cameras.shape)}")
+        if target_envmap.dim() != 3 or target_envmap.shape[-1] != 3 or target_envmap.shape[1] < 2:
+            raise PriorError(where, f"target_envmap must be [H, W, 3], got shape {tuple(target_envmap.shape)}")
+        if condition_images is not None and condition_images.shape != images.shape:
+            raise PriorError(
+                where, f"condition_images must match images {tuple(images.shape)}, got {tuple(condition_images.shape)}"
+            )
+        for name, x in (("images", images), ("masks", masks), ("cameras", cameras), ("target_envmap", target_envmap)):
+            if not torch.isfinite(x).all():
+                raise PriorError(where, f"{name} hold NaN or infinite values")
+        return b
+
+
+# --- randomness ----------------------------------------------------------------------------------------------------
+def make_generators(generator: GeneratorLike, batch_size: int, default_seed: int = 0) -> List[torch.Generator]:
+    """One CPU generator per view, so that each view's noise is independent of how the batch is split.
+
+    ``None`` or an int seed ``s``: the per-view seeds are drawn from a generator seeded with ``s`` (view ``i``
+    always gets the same stream for the same seed). One ``torch.Generator``: the per-view seeds are drawn from it
+    (advancing it). A sequence: used as is (its length must be ``batch_size``).
+
+    Example:
+        >>> a = make_generators(7, 2)
+        >>> b = make_generators(7, 3)
+        >>> torch.equal(torch.randn(3, generator=a[1]), torch.randn(3, generator=b[1]))
+        True
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch_size:
+            raise ValueError(f"{len(generator)} generators for a batch of {batch_size} views")
+        return list(generator)
+    if isinstance(generator, torch.Generator):
+        source = generator
+    else:
+        seed = default_seed if generator is None else int(generator)
+        source = torch.Generator().manual_seed(seed)
+    seeds = torch.randint(0, 2**62, (batch_size,), generator=source, device=source.device).tolist()
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def per_view_noise(
+    generators: Sequence[torch.Generator], shape: Tuple[int, ...], device: torch.device
+) -> Float[Tensor, "b ..."]:
+    """Standard normal noise of shape ``(len(generators), *shape)``: row ``i`` drawn on the CPU from generator ``i``
+    (so results match across devices), then moved to ``device``."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+
+# --- resizing to the prior's square resolution and back -----------------------------------------------------------
+@dataclass(frozen=True)
+class SquareLayout:
+    """Where the original views sit inside the padded square (to undo :func:`to_square`)."""
+
+    height: int
+    width: int
+    side: int
+    top: int
+    left: int
+
+
+def _resize(x: Tensor, size: Tuple[int, int], mode: str = "bilinear") -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    antialias = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    if mode == "bilinear":
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    return F.interpolate(x, size=size, mode=mode)
+
+
+def to_square(
+    images: Float[Tensor, "b h w c"], size: int, fill: Union[float, Sequence[float]] = 0.0
+) -> Tuple[Float[Tensor, "b c size size"], SquareLayout]:
+    """Pad views to a centred square with ``fill`` (aspect ratio kept), then resize (antialiased bilinear) to ``size``.
+
+    Returns channel-first images for the networks and the layout that :func:`from_square` inverts.
+
+    Example:
+        >>> x, layout = to_square(torch.rand(1, 20, 30, 3), 16)
+        >>> x.shape, from_square(x, layout).shape
+        (torch.Size([1, 3, 16, 16]), torch.Size([1, 20, 30, 3]))
+    """
+    b, h, w, c = images.shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    fill_t = torch.as_tensor(fill, dtype=images.dtype, device=images.device).reshape(-1)
+    if fill_t.numel() == 1:
+        fill_t = fill_t.expand(c)
+    square = fill_t.reshape(1, c, 1, 1).expand(b, c, side, side).clone()
+    square[:, :, top : top + h, left : left + w] = images.permute(0, 3, 1, 2)
+    return _resize(square, (size, size)), SquareLayout(h, w, side, top, left)
+
+
+def from_square(square: Float[Tensor, "b c s s"], layout: SquareLayout) -> Float[Tensor, "b h w c"]:
+    """Undo :func:`to_square`: resize back to the padded side and crop the original view."""
+    x = _resize(square, (layout.side, layout.side))
+    x = x[:, :, layout.top : layout.top + layout.height, layout.left : layout.left + layout.width]
+    return x.permute(0, 2, 3, 1)
+
+
+def composite(
+    images: Float[Tensor, "b h w 3"], masks: Float[Tensor, "b h w 1"], background: Union[Tensor, Sequence[float]]
+) -> Float[Tensor, "b h w 3"]:
+    """``masks * images + (1 - masks) * background``; ``background`` is a colour or a tensor like ``images``."""
+    bg = torch.as_tensor(background, dtype=images.dtype, device=images.device)
+    return masks * images + (1.0 - masks) * bg
+
+
+# --- loading conventions -------------------------------------------------------------------------------------------
+def resolve_torch_dtype(name: str, device: Union[str, torch.device]) -> torch.dtype:
+    """``"auto"`` is float16 on CUDA and float32 elsewhere; other names map to the torch dtype of that name."""
+    if name == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in table:
+        raise ValueError(f"unknown dtype {name!r} (choose one of auto, {', '.join(table)})")
+    return table[name]
+
+
+def require_model_dir(model_path: Optional[Union[str, Path]], config_name: str, subfolders: Sequence[str] = ()) -> Path:
+    """The checkpoint folder ``model_path``, checked to exist and to hold ``subfolders``.
+
+    Raises:
+        PriorError: one line naming the missing path (or the config when no path is set).
+    """
+    if model_path is None:
+        raise PriorError(config_name, "model_path is not set (a local checkpoint folder; nothing is downloaded)")
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        raise PriorError(path, "checkpoint folder not found")
+    missing = [s for s in subfolders if not (path / s).is_dir()]
+    if missing:
+        raise PriorError(path, f"not a diffusers-layout checkpoint: missing {', '.join(s + '/' for s in missing)}")
+    return path
+
+
+def load_pretrained_component(component_class: Any, model_path: Path, subfolder: Optional[str]) -> Any:
+    """``component_class.from_pretrained(model_path, subfolder=...)`` from local files only (float32, CPU).
+
+    Any failure (missing or corrupt files, a config of another architecture) becomes a one-line
+    :class:`PriorError` naming the subfolder.
+    """
+    where = Path(model_path) / subfolder if subfolder else Path(model_path)
+    if not where.exists():
+        raise PriorError(where, f"missing (expected the {component_class.__name__} of the checkpoint)")
+    kwargs: Dict[str, Any] = {"local_files_only": True}
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    try:
+        return component_class.from_pretrained(str(model_path), **kwargs)
+    except Exception as err:  # noqa: BLE001 - every loading failure is reported as a bad checkpoint
+        message = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise PriorError(where, f"cannot load {component_class.__name__}: {message[:300]}") from None
