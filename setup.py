@@ -89,8 +89,12 @@ setup(
         "imageio[ffmpeg]>=2.31",
         "numpy",
         "PyMCubes>=0.1.4",
+        "xatlas>=0.0.9",  # UV unwrapping for textured mesh export (relight3d.export.texture)
         "jaxtyping",
         "tyro",
+        # Environment maps (relight3d.lighting): .exr via the OpenEXR project's bindings, .hdr via OpenCV.
+        "OpenEXR>=3.3",
+        "opencv-python-headless",
     ],
     extras_require={
         "gpu": ["tinycudann", "nvdiffrast"],
@@ -101,6 +105,9 @@ setup(
         "nerfstudio.method_configs": [
             "relight3d-tensorf = relight3d.method_configs:tensorf_method",
             "relight3d-ngp = relight3d.method_configs:ngp_method",
+            "relight3d-gaffer = relight3d.method_configs:gaffer_method",
+            "relight3d-sds = relight3d.method_configs:sds_method",
+            "relight3d-sds-tensorf = relight3d.method_configs:sds_tensorf_method",
         ],
         "nerfstudio.dataparser_configs": [
             "relight3d-objaverse = relight3d.data.dataparser_configs:objaverse_dataparser",

@@ -68,6 +68,57 @@ def ngp_config(max_steps: int = 2000) -> Relight3DTrainerConfig:
     return _trainer_config("relight3d-ngp", NGPModelConfig(), optimizers, max_steps)
 
 
+def sds_config(max_steps: int = 5000, field: str = "ngp") -> Relight3DTrainerConfig:
+    """relight3d-sds's trainer config: RealFusion's single-image reconstruction with score distillation.
+
+    ``field`` is 'ngp' (default) or 'tensorf'. Optimizers follow RealFusion: Adam at a constant learning rate,
+    1e-3 for the MLPs and 10x that for the grids.
+    """
+    from relight3d.models.sds import SDSNGPModelConfig, SDSTensoRFModelConfig
+    from relight3d.pipelines.score_distillation import ScoreDistillationPipelineConfig
+
+    def constant(lr: float) -> dict:
+        return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}
+
+    if field == "ngp":
+        model, name = SDSNGPModelConfig(), "relight3d-sds"
+        optimizers = {"grid": constant(1e-2), "density": constant(1e-3), "appearance": constant(1e-3)}
+    elif field == "tensorf":
+        model, name = SDSTensoRFModelConfig(), "relight3d-sds-tensorf"
+        optimizers = {"density": constant(2e-2), "appearance_grid": constant(2e-2), "decoder": constant(1e-3)}
+    else:
+        raise ValueError(f"sds_config: field must be 'ngp' or 'tensorf', got {field!r}")
+    config = _trainer_config(name, model, optimizers, max_steps)
+    config.pipeline = ScoreDistillationPipelineConfig(model=model)
+    return config
+
+
+def gaffer_config(stage1_steps: int = 2500, stage2_steps: int = 500) -> Relight3DTrainerConfig:
+    """relight3d-gaffer's trainer config: Neural Gaffer's two-stage relighting of a trained field.
+
+    Learning rates follow Neural Gaffer's stage 1: 2e-2 for the appearance grids (TensoRF) or the appearance hash
+    grid and MLP (NGP), 1e-3 for the appearance basis and decoder, decayed tenfold over both stages. Density is
+    frozen, so it has no optimizer. ``--max-num-iterations`` is ``stage1_steps + stage2_steps``.
+    """
+    from relight3d.pipelines.relighting import RelightingPipelineConfig
+
+    max_steps = stage1_steps + stage2_steps
+    optimizers = {
+        "appearance_grid": _adam(0.02, 0.002, max_steps, eps=1e-8),
+        "decoder": _adam(1e-3, 1e-4, max_steps, eps=1e-8),
+        "appearance": _adam(0.02, 0.002, max_steps),
+    }
+    config = _trainer_config("relight3d-gaffer", TensoRFModelConfig(), optimizers, max_steps)
+    datamanager = config.pipeline.datamanager
+    datamanager.data = None  # taken from the trained run unless --data is given
+    config.pipeline = RelightingPipelineConfig(
+        datamanager=datamanager, model=config.pipeline.model, stage1_steps=stage1_steps, stage2_steps=stage2_steps
+    )
+    config.steps_per_eval_image = max_steps + 1
+    config.steps_per_eval_batch = max_steps + 1
+    return config
+
+
 tensorf_method = MethodSpecification(
     config=tensorf_config(),
     description="relight3d TensoRF-VM with occupancy-grid ray marching (CPU-friendly; normals, freezable geometry)",
@@ -75,4 +126,16 @@ tensorf_method = MethodSpecification(
 ngp_method = MethodSpecification(
     config=ngp_config(),
     description="relight3d Instant-NGP hash grid (tinycudann or pure torch) with occupancy-grid ray marching",
+)
+gaffer_method = MethodSpecification(
+    config=gaffer_config(),
+    description="relight3d two-stage relighting of a trained field with a 2D relighting prior (Neural Gaffer)",
+)
+sds_method = MethodSpecification(
+    config=sds_config(),
+    description="relight3d single-image 360-degree reconstruction with a Stable Diffusion SDS prior (RealFusion)",
+)
+sds_tensorf_method = MethodSpecification(
+    config=sds_config(field="tensorf"),
+    description="relight3d-sds with a TensoRF field instead of the NGP hash grid",
 )

@@ -5,6 +5,11 @@ from cameras on a sphere of radius 3 looking at the centre, ``dt_min = 0.005`` (
 box). Compositing runs on ~200k packed samples. Usage::
 
     python scripts/bench_ops.py [--rays 4096] [--res 128] [--samples 200000] [--repeats 5] [--threads N]
+
+The VM section times TensoRF's feature lookup (:func:`relight3d.ops.sample_vm_features`), forward + backward on
+``--vm-points`` points along rays (sorted by ray, as in training), grid_sample reference vs compiled kernels, and
+then relight3d-tensorf training with either implementation of that op (everything else compiled), the two runs
+alternating step by step so that both see the same load. ``--only vm`` runs just these.
 """
 
 from __future__ import annotations
@@ -126,9 +131,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     parser.add_argument("--train-steps", type=int, default=60,
                         help="training iterations timed per method and backend (0 skips the training benchmark)")
+    parser.add_argument("--only", choices=("all", "ray-marching", "vm"), default="all", help="sections to run")
+    parser.add_argument("--vm-points", type=int, default=100_000, help="points of the VM sampling benchmark")
+    parser.add_argument("--vm-train-steps", type=int, default=40,
+                        help="training iterations timed per VM implementation (0 skips the VM training A/B)")
+    parser.add_argument("--vm-train-res", type=int, nargs="*", default=[64, 192],
+                        help="grid resolutions (TensoRF init_resolution) of the VM training A/B")
+    parser.add_argument("--vm-train-clock", choices=("wall", "cpu"), default="wall",
+                        help="step times of the VM training A/B: wall clock, or this process's CPU time (less "
+                        "sensitive to other processes on a shared machine; meaningful with --threads 1)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.only in ("all", "vm"):
+        bench_vm(args.vm_points, args.repeats)
+        if args.vm_train_steps > 0:
+            for res in args.vm_train_res:
+                bench_vm_training(args.vm_train_steps, res, clock=args.vm_train_clock)
+    if args.only == "vm":
+        return
 
     cpu = torch.device("cpu")
     scene = make_scene(args.rays, args.res, cpu)
@@ -229,6 +250,144 @@ def bench_training(steps: int) -> None:
         if len(row) == 2:
             line += f"  ({row['compiled'] / row['torch']:.2f}x)"
         print(line)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# TensoRF VM sampling
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def vm_points_along_rays(n: int, samples_per_ray: int = 128, seed: int = 0) -> torch.Tensor:
+    """``n`` points in ``[-1, 1]^3``, ``samples_per_ray`` evenly spaced inside the box on each ray, sorted by ray."""
+    g = torch.Generator().manual_seed(seed)
+    n_rays = -(-n // samples_per_ray)
+    o = torch.randn(n_rays, 3, generator=g)
+    o = o / o.norm(dim=-1, keepdim=True) * 3.0
+    d = (torch.rand(n_rays, 3, generator=g) - 0.5) - o
+    d = d / d.norm(dim=-1, keepdim=True)
+    t0, t1 = (-1.0 - o) / d, (1.0 - o) / d
+    near, far = torch.minimum(t0, t1).amax(-1), torch.maximum(t0, t1).amin(-1)
+    s = (torch.arange(samples_per_ray) + 0.5) / samples_per_ray
+    t = near[:, None] + (far - near)[:, None] * s
+    return (o[:, None] + d[:, None] * t[..., None]).reshape(-1, 3)[:n].clamp(-1.0, 1.0).contiguous()
+
+
+def bench_vm(n_points: int, repeats: int) -> None:
+    """Forward + backward of sample_vm_features: grid_sample reference vs compiled kernels (medians, interleaved)."""
+    from relight3d.ops import _wrapper
+
+    impls: Dict[str, Callable] = {"grid_sample": _torch_impl.sample_vm_features}
+    ext = _backend.extension()
+    if ext is not None and hasattr(ext, "sample_vm_features_fwd"):
+        impls["compiled"] = _wrapper.sample_vm_features
+    else:
+        print("\ncompiled VM kernels unavailable: only the grid_sample reference is timed")
+    xyz = vm_points_along_rays(n_points)
+    print(f"\nsample_vm_features on {n_points} points along rays, forward + backward w.r.t. planes and lines "
+          f"(median ms of {repeats}, implementations interleaved)")
+    header = f"{'C x R':<12}" + "".join(f"{name + ' fwd':>18}{name + ' fwd+bwd':>22}" for name in impls)
+    if len(impls) == 2:
+        header += f"{'fwd+bwd speed-up':>18}"
+    print(header)
+    print("-" * len(header))
+    for c, res in ((16, 128), (48, 128), (16, 192), (48, 192)):
+        g = torch.Generator().manual_seed(c * res)
+        planes = (0.1 * torch.randn(3, c, res, res, generator=g)).requires_grad_()
+        lines = (0.1 * torch.randn(3, c, res, 1, generator=g)).requires_grad_()
+        cotangent = torch.randn(n_points, 3 * c, generator=g)
+        times: Dict[str, Dict[str, List[float]]] = {name: {"fwd": [], "fwd+bwd": []} for name in impls}
+        for rep in range(repeats + 1):  # the first round warms up
+            for name, fn in impls.items():
+                t0 = time.perf_counter()
+                out = fn(planes, lines, xyz)
+                t1 = time.perf_counter()
+                torch.autograd.grad(out, (planes, lines), cotangent)
+                t2 = time.perf_counter()
+                if rep > 0:
+                    times[name]["fwd"].append((t1 - t0) * 1e3)
+                    times[name]["fwd+bwd"].append((t2 - t0) * 1e3)
+        med = {name: {k: statistics.median(v) for k, v in col.items()} for name, col in times.items()}
+        row = f"{f'{c} x {res}':<12}" + "".join(f"{m['fwd']:>18.1f}{m['fwd+bwd']:>22.1f}" for m in med.values())
+        if len(impls) == 2:
+            row += f"{med['grid_sample']['fwd+bwd'] / med['compiled']['fwd+bwd']:>17.1f}x"
+        print(row)
+
+
+def _training_step_fn(config, scene) -> Tuple[Callable[[int], None], int]:  # noqa: ANN001
+    """A function running one training iteration of ``config`` per call (the loop of
+    :func:`relight3d.engine.run.time_training_steps`), and the rays per batch."""
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+    from nerfstudio.engine.optimizers import Optimizers
+
+    from relight3d.engine.run import build_pipeline
+
+    pipeline = build_pipeline(config, scene)
+    pipeline.train()
+    optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+    callbacks = pipeline.get_training_callbacks(
+        TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None)
+    )
+
+    def step(i: int) -> None:
+        for cb in callbacks:
+            cb.run_callback_at_location(i, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        optimizers.zero_grad_all()
+        _, loss_dict, _ = pipeline.get_train_loss_dict(i)
+        sum(loss_dict.values()).backward()
+        optimizers.optimizer_step_all()
+        optimizers.scheduler_step_all(i)
+        for cb in callbacks:
+            cb.run_callback_at_location(i, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+    return step, pipeline.datamanager.get_train_rays_per_batch()
+
+
+def bench_vm_training(steps: int, res: int, warmup: int = 30, clock: str = "wall") -> None:
+    """relight3d-tensorf training rays/s with the grid_sample VM lookup vs the compiled one (other ops compiled).
+
+    Two pipelines (same seed, scene and config, grids of ``res`` per axis) train side by side, alternating step by
+    step, each with its own implementation of the VM lookup; the median step times give the rays/s. ``clock="cpu"``
+    times steps by this process's CPU time instead of the wall clock.
+    """
+    from pathlib import Path
+
+    from relight3d.data.synthetic import SceneSpec, write_blender_scene
+    from relight3d.demo import cache_dir
+    from relight3d.method_configs import tensorf_config
+    from relight3d.ops import _wrapper
+
+    ext = _backend.extension()
+    if ext is None or not hasattr(ext, "sample_vm_features_fwd"):
+        print("\ncompiled VM kernels unavailable: no VM training A/B")
+        return
+    scene = Path(write_blender_scene(cache_dir() / "scenes" / "objects64", SceneSpec(resolution=64)))
+    impls = {"grid_sample": _torch_impl.sample_vm_features, "compiled": _wrapper.sample_vm_features}
+    fused = _wrapper.sample_vm_features
+    runs = {}
+    for name in impls:
+        config = tensorf_config()
+        config.pipeline.model.init_resolution = res
+        config.pipeline.model.final_resolution = max(res, config.pipeline.model.final_resolution)
+        torch.manual_seed(0)
+        runs[name], rays = _training_step_fn(config, scene)
+    times: Dict[str, List[float]] = {name: [] for name in impls}
+    timer = time.perf_counter if clock == "wall" else time.process_time
+    try:
+        for i in range(warmup + steps):
+            for name in (list(impls) if i % 2 == 0 else list(impls)[::-1]):
+                _wrapper.sample_vm_features = impls[name]
+                t0 = timer()
+                runs[name](i)
+                if i >= warmup:
+                    times[name].append(timer() - t0)
+    finally:
+        _wrapper.sample_vm_features = fused
+    rate = {name: rays / statistics.median(t) for name, t in times.items()}
+    unit = "rays/s" if clock == "wall" else "rays per CPU second"
+    print(f"\nrelight3d-tensorf training at {res}^3 grids ({steps} iterations after {warmup}, {rays} rays per batch, "
+          f"alternating, {torch.get_num_threads()} threads): VM lookup by grid_sample "
+          f"{rate['grid_sample'] / 1e3:.2f} K {unit}, compiled {rate['compiled'] / 1e3:.2f} K {unit} "
+          f"({rate['compiled'] / rate['grid_sample']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-// Python bindings of relight3d._C: one <op>_fwd (and <op>_bwd where gradients flow) per ray-marching op, and
-// WITH_CUDA telling whether the CUDA kernels were compiled in. The Python side is relight3d/ops/_wrapper.py.
+// Python bindings of relight3d._C: one <op>_fwd (and <op>_bwd where gradients flow) per op (ray marching, and the
+// sampling of TensoRF's VM decomposition), and WITH_CUDA telling whether the CUDA kernels were compiled in. The
+// Python side is relight3d/ops/_wrapper.py.
 #include <torch/extension.h>
 
 #include "ops.h"
@@ -29,4 +30,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("composite_rays_train_fwd", &r::composite_rays_train_fwd);
   m.def("composite_rays_train_bwd", &r::composite_rays_train_bwd);
   m.def("composite_rays_inference_fwd", &r::composite_rays_inference_fwd);
+  m.def("sample_vm_features_fwd", &r::sample_vm_features_fwd);
+  m.def("sample_vm_features_bwd", &r::sample_vm_features_bwd);
 }

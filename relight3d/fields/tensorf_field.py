@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from relight3d.fields.base import RelightableField, mlp, spherical_harmonics_basis
+from relight3d.ops.vm_sampling import sample_vm_features
 
 # Plane axes and the matching line axis for each of the three VM pairs.
 _PLANE_AXES = ((0, 1), (0, 2), (1, 2))
@@ -73,17 +74,11 @@ class TensoRFField(RelightableField):
     def _vm(planes: Tensor, lines: Tensor, xyz: Tensor) -> Tensor:
         """Per-point products plane * line for the three pairs, concatenated: ``[n, 3 * components]``.
 
-        The three pairs go through one batched ``grid_sample`` call: its CPU backward parallelises over the batch,
-        which makes it markedly faster than three separate calls.
+        :func:`relight3d.ops.sample_vm_features` (the pairs are XY-Z, XZ-Y, YZ-X, as in ``_PLANE_AXES`` /
+        ``_LINE_AXES``): fused compiled kernels where the extension is built, one batched ``grid_sample`` otherwise
+        and whenever ``xyz`` requires grad (normals by autograd).
         """
-        n = xyz.shape[0]
-        # grid_sample's x indexes the last (width) axis; planes are [C, H=axis b, W=axis a].
-        plane_coord = torch.stack([xyz[:, [a, b]] for a, b in _PLANE_AXES]).view(3, n, 1, 2)
-        line_c = torch.stack([xyz[:, c] for c in _LINE_AXES])
-        line_coord = torch.stack([torch.zeros_like(line_c), line_c], dim=-1).view(3, n, 1, 2)
-        p = F.grid_sample(planes, plane_coord, mode="bilinear", align_corners=True)
-        line = F.grid_sample(lines, line_coord, mode="bilinear", align_corners=True)
-        return (p * line).reshape(-1, n).t()
+        return sample_vm_features(planes, lines, xyz)
 
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
         xyz = self.normalize_positions(positions)

@@ -1,4 +1,4 @@
-"""Ray marching through occupancy grids: the public API.
+"""Ray marching through occupancy grids (and sampling of TensoRF's VM decomposition): the public API.
 
 Each op is a public function that checks its inputs and dispatches to the compiled extension when one is available
 for the tensors' device, or to the pure-torch reference in :mod:`relight3d.ops._torch_impl` otherwise. Inputs on the
@@ -23,6 +23,7 @@ from relight3d.ops.ray_marching import (
     render_weights,
     unpack_bitfield,
 )
+from relight3d.ops.vm_sampling import sample_vm_features
 
 __all__ = [
     "MISS_T",
@@ -40,5 +41,6 @@ __all__ = [
     "pack_bitfield",
     "ray_aabb_intersect",
     "render_weights",
+    "sample_vm_features",
     "unpack_bitfield",
 ]

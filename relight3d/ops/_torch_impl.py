@@ -21,6 +21,9 @@ Conventions shared by all implementations
 * Inference (:func:`march_rays_inference`, :func:`composite_rays_inference`) uses the same schedule restarted at each
   ray's current ``t`` (the recurrence depends only on ``t``), so marching a ray to its end visits its training
   samples up to float rounding; compositing uses the same weights and early stop as :func:`render_weights`.
+
+:func:`sample_vm_features` (TensoRF's vector-matrix decomposition) is not a ray-marching op but follows the same
+three-layer pattern; its reference is ``F.grid_sample``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -417,3 +421,27 @@ def composite_rays_inference(
     trans[alive] = T_end
     keep = (T_end >= t_thresh) & (t[alive] < t_far[alive])
     return alive[keep]
+
+
+# Plane axes (grid_sample's x = width, y = height) and line axis of the three VM pairs.
+VM_PLANE_AXES = ((0, 1), (0, 2), (1, 2))
+VM_LINE_AXES = (2, 1, 0)
+
+
+def sample_vm_features(
+    planes: Float[Tensor, "3 c h w"], lines: Float[Tensor, "3 c l 1"], xyz: Float[Tensor, "n 3"]
+) -> Float[Tensor, "n 3c"]:
+    """Products plane * line of a VM decomposition at normalised points; column ``p * c + k`` is pair ``p``, channel k.
+
+    Pair ``p`` samples ``planes[p]`` bilinearly at ``(x, y) = (xyz[:, a], xyz[:, b])`` and ``lines[p]`` linearly at
+    ``xyz[:, l]`` for ``((a, b), l)`` in ``zip(VM_PLANE_AXES, VM_LINE_AXES)``: ``F.grid_sample`` with
+    ``align_corners=True`` and zeros padding, so ``-1`` and ``1`` are the first and last nodes and values fade to 0
+    within one cell outside the box. The three pairs go through one batched ``grid_sample`` call per tensor.
+    """
+    n = xyz.shape[0]
+    plane_coord = torch.stack([xyz[:, [a, b]] for a, b in VM_PLANE_AXES]).view(3, n, 1, 2)
+    line_c = torch.stack([xyz[:, c] for c in VM_LINE_AXES])
+    line_coord = torch.stack([torch.zeros_like(line_c), line_c], dim=-1).view(3, n, 1, 2)
+    p = F.grid_sample(planes, plane_coord, mode="bilinear", align_corners=True)
+    line = F.grid_sample(lines, line_coord, mode="bilinear", align_corners=True)
+    return (p * line).reshape(3 * planes.shape[1], n).t()

@@ -11,6 +11,9 @@ private :class:`torch.autograd.Function` s whose backward calls the ``<op>_bwd``
 differentiate with respect to sigmas / weights / values / rgbs only; the other ops have no backward kernel at all.
 Where autograd would need a gradient the kernels do not provide (a float input such as ``t_starts`` or ``rays_o``
 that requires grad), the op runs the torch reference instead, so gradients are never dropped silently.
+
+:func:`sample_vm_features` (TensoRF's VM decomposition) follows the same pattern: its kernels differentiate w.r.t.
+``planes`` and ``lines``; points ``xyz`` that require grad send it to the ``grid_sample`` reference.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from relight3d._optional import warn_once
 from relight3d.ops import _backend, _torch_impl
 
 
@@ -325,3 +329,52 @@ def composite_rays_train(
         return _torch_impl.composite_rays_train(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, t_thresh)
     weights, image, depth, acc = _Composite.apply(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, t_thresh)
     return weights, image, depth, acc
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# TensoRF VM sampling
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _SampleVMFeatures(torch.autograd.Function):
+    """Plane * line features of a VM decomposition; backward w.r.t. ``planes`` and ``lines`` (not ``xyz``).
+
+    The backward kernel recomputes the interpolated plane and line values instead of saving them: it visits the same
+    corners to scatter the gradients anyway, and saving them would cost two more ``[n, 3 * C]`` tensors.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, planes: Tensor, lines: Tensor, xyz: Tensor) -> Tensor:
+        planes, lines, xyz = _c(planes), _c(lines), _c(xyz)
+        ctx.save_for_backward(planes, lines, xyz)
+        return _ext().sample_vm_features_fwd(planes, lines, xyz)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
+        planes, lines, xyz = ctx.saved_tensors
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return None, None, None
+        grad_planes, grad_lines = _ext().sample_vm_features_bwd(grad_out.contiguous(), planes, lines, xyz)
+        return (
+            grad_planes if ctx.needs_input_grad[0] else None,
+            grad_lines if ctx.needs_input_grad[1] else None,
+            None,
+        )
+
+
+def sample_vm_features(
+    planes: Float[Tensor, "3 c h w"], lines: Float[Tensor, "3 c l 1"], xyz: Float[Tensor, "n 3"]
+) -> Float[Tensor, "n 3c"]:
+    # The kernels have no gradient w.r.t. the points (nor a double backward): normals computed by autograd through
+    # the density (RelightableField.normals, possibly with create_graph=True) take the torch path.
+    if _needs_grad(xyz):
+        return _torch_impl.sample_vm_features(planes, lines, xyz)
+    if not hasattr(_ext(), "sample_vm_features_fwd"):
+        warn_once(
+            "relight3d-ext-vm",
+            "relight3d: relight3d._C was built from older sources without sample_vm_features; using the torch "
+            "implementation. Rebuild it with `pip install --no-build-isolation -e .`.",
+        )
+        return _torch_impl.sample_vm_features(planes, lines, xyz)
+    return _SampleVMFeatures.apply(planes, lines, xyz)

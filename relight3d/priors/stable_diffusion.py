@@ -67,16 +67,16 @@ class StableDiffusionComponents:
             raise DataError(path, "Stable Diffusion folder not found (a local folder in the diffusers layout)")
         missing = [name for name in COMPONENT_FOLDERS if not (path / name).is_dir()]
         if missing:
-            raise DataError(
-                path, f"not a Stable Diffusion folder in the diffusers layout: missing {', '.join(m + '/' for m in missing)}"
-            )
-        kwargs: Dict[str, Any] = {"local_files_only": True}
+            folders = ", ".join(name + "/" for name in missing)
+            raise DataError(path, f"not a Stable Diffusion folder in the diffusers layout: missing {folders}")
+        kwargs: Dict[str, Any] = {"local_files_only": True, "low_cpu_mem_usage": False}
         if torch_dtype is not None:
             kwargs["torch_dtype"] = torch_dtype
         return cls(
             unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs),
             vae=AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs),
-            text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kwargs),
+            # Loaded in float32 (transformers names its dtype argument differently across versions); cast by .to().
+            text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True),
             tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
             # Only the training noise schedule is used, which every diffusers scheduler config describes.
             scheduler=DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True),
@@ -92,7 +92,9 @@ class StableDiffusionComponents:
     def to(self, device: torch.device | str, dtype: Optional[torch.dtype] = None) -> StableDiffusionComponents:
         """Move the three networks to ``device`` (and ``dtype``), in place; returns self."""
         for net in (self.unet, self.vae, self.text_encoder):
-            net.to(device=device, dtype=dtype)
+            net.to(device)
+            if dtype is not None and net.dtype != dtype:
+                net.to(dtype=dtype)
         return self
 
     @property
@@ -421,14 +423,21 @@ class StableDiffusionGuidance:
 
     @torch.no_grad()
     def guided_noise(self, noisy_latents: Tensor, timesteps: Tensor, text_embeddings: Float[Tensor, "2 l d"]) -> Tensor:
-        """Classifier-free-guided noise prediction ``eps_u + s (eps_c - eps_u)`` (float32)."""
+        """Classifier-free-guided noise prediction ``eps_u + s (eps_c - eps_u)`` (float32).
+
+        A v-prediction UNet (Stable Diffusion 2.x at 768 px) is converted to noise: ``eps = sqrt(a) v + sqrt(1-a) x_t``.
+        """
         b = noisy_latents.shape[0]
         uncond, cond = text_embeddings[:1], text_embeddings[1:2]
         context = torch.cat([uncond.expand(b, -1, -1), cond.expand(b, -1, -1)]).to(self.dtype)
         model_in = torch.cat([noisy_latents, noisy_latents]).to(self.dtype)
-        eps = self.components.unet(model_in, torch.cat([timesteps, timesteps]), encoder_hidden_states=context).sample
-        eps_uncond, eps_cond = eps.float().chunk(2)
-        return eps_uncond + self.config.guidance_scale * (eps_cond - eps_uncond)
+        out = self.components.unet(model_in, torch.cat([timesteps, timesteps]), encoder_hidden_states=context).sample
+        out_uncond, out_cond = out.float().chunk(2)
+        guided = out_uncond + self.config.guidance_scale * (out_cond - out_uncond)
+        if getattr(self.components.scheduler.config, "prediction_type", "epsilon") == "v_prediction":
+            alpha_bar = self.alphas_cumprod[timesteps].view(b, 1, 1, 1)
+            guided = alpha_bar.sqrt() * guided + (1.0 - alpha_bar).sqrt() * noisy_latents.float()
+        return guided
 
     def sds_loss_on_latents(
         self,

@@ -1,0 +1,124 @@
+"""``relight3d bench``: generate the relighting benchmark and check its noise (thin wrappers over
+:func:`~relight3d.benchmark.runner.make_benchmark`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Optional, Tuple
+
+from relight3d.benchmark.config import BenchmarkConfig, select
+from relight3d.benchmark.runner import BPY_PYTHON_ENV, BpyNotFoundError, make_benchmark
+
+
+def _config(args: argparse.Namespace) -> BenchmarkConfig:
+    config = select(BenchmarkConfig(), tuple(args.objects or ()), args.lights)
+    return dataclasses.replace(
+        config,
+        resolution=args.resolution,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        spp_train=args.spp_train,
+        spp_test=args.spp_test,
+        adaptive_threshold_test=args.adaptive_threshold_test,
+    )
+
+
+def _run(args: argparse.Namespace, check_noise: Optional[Tuple[str, int]], noise_only: bool) -> int:
+    try:
+        config = _config(args)
+        if check_noise is not None and check_noise[0] == "":
+            check_noise = (config.objects[0].name, check_noise[1])
+        root = make_benchmark(
+            config,
+            out=args.out,
+            threads=args.threads,
+            force=getattr(args, "force", False),
+            check_noise=check_noise,
+            noise_seed=args.noise_seed,
+            python=args.blender_python,
+            noise_only=noise_only,
+        )
+    except KeyError as err:  # an unknown object name
+        print(f"relight3d: error: {err.args[0]}", file=sys.stderr)
+        return 2
+    except (BpyNotFoundError, ValueError) as err:
+        print(f"relight3d: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"relight3d: error: {err}", file=sys.stderr)
+        return 1
+    print(f"benchmark: {root}")
+    return 0
+
+
+def _make(args: argparse.Namespace) -> int:
+    noise = (args.noise_object or "", args.noise_light) if args.check_noise else None
+    return _run(args, noise, noise_only=False)
+
+
+def _check_noise(args: argparse.Namespace) -> int:
+    return _run(args, (args.object or "", args.light), noise_only=True)
+
+
+def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments that select the benchmark (the same values must be given to ``make`` and ``check-noise``)."""
+    defaults = BenchmarkConfig()
+    names = ", ".join(o.name for o in defaults.objects)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="benchmark folder (default: in ~/.cache/relight3d/bench)"
+    )
+    parser.add_argument("--objects", nargs="+", metavar="NAME", help=f"subset of the objects ({names})")
+    parser.add_argument("--lights", type=int, default=0, help="use the first N lights (0 = all)")
+    parser.add_argument("--resolution", type=int, default=defaults.resolution, help="image size in pixels")
+    parser.add_argument("--n-train", type=int, default=defaults.n_train, help="training views per object")
+    parser.add_argument("--n-test", type=int, default=defaults.n_test, help="test views per object and light")
+    parser.add_argument("--spp-train", type=int, default=defaults.spp_train, help="max samples per pixel, train")
+    parser.add_argument("--spp-test", type=int, default=defaults.spp_test, help="max samples per pixel, test")
+    parser.add_argument(
+        "--adaptive-threshold-test",
+        type=float,
+        default=defaults.adaptive_threshold_test,
+        help="Cycles adaptive-sampling noise threshold of the test views",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="Cycles CPU threads")
+    parser.add_argument("--noise-seed", type=int, default=5000, help="Cycles seed of the noise check's first view")
+    parser.add_argument(
+        "--blender-python", default=None, help=f"a Python with bpy (default: ${BPY_PYTHON_ENV}, else this Python)"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bench`` (with ``make`` and ``check-noise``) to the ``relight3d`` command."""
+    bench = subparsers.add_parser("bench", help="the relighting benchmark (objects x lights, rendered with Cycles)")
+    commands = bench.add_subparsers(dest="bench_command", required=True)
+    make = commands.add_parser(
+        "make",
+        help="render the benchmark into the cache (needs a Python with bpy)",
+        description="Render N training views under light 0 and M test views under every light for each object, "
+        "with Blender Cycles, into ~/.cache/relight3d/bench/... (objects already rendered with the same settings "
+        "are reused).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_benchmark_arguments(make)
+    make.add_argument("--force", action="store_true", help="re-render objects that are cached")
+    make.add_argument(
+        "--check-noise",
+        action="store_true",
+        help="afterwards render one object's test views under one light with another seed and report the in-mask PSNR",
+    )
+    make.add_argument("--noise-object", default=None, help="object of the noise check (default: the first object)")
+    make.add_argument("--noise-light", type=int, default=0, help="light index of the noise check")
+    make.set_defaults(func=_make)
+
+    check = commands.add_parser(
+        "check-noise",
+        help="render one rendered object's test views under one light again with another seed; report in-mask PSNR",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_benchmark_arguments(check)
+    check.add_argument("--object", default=None, help="object (default: the first object)")
+    check.add_argument("--light", type=int, default=0, help="light index")
+    check.set_defaults(func=_check_noise)

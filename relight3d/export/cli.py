@@ -1,0 +1,165 @@
+"""``relight3d export mesh`` and ``relight3d export video``: thin wrappers over :mod:`relight3d.export`.
+
+Imports stay cheap at module level (``relight3d`` imports every subcommand module on start); torch, nerfstudio,
+trimesh and friends are imported inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Tuple, Union
+
+RENDER_OUTPUT_NAMES = ("rgb", "depth", "normals", "accumulation")
+
+
+def _threshold(text: str) -> Union[float, str]:
+    if text in ("auto", "masks", "opacity"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, masks, opacity or a positive number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the density threshold must be positive, got {text}")
+    return value
+
+
+def _outputs(text: str) -> Tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in RENDER_OUTPUT_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown render output(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(RENDER_OUTPUT_NAMES)}"
+        )
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load(args: argparse.Namespace) -> Tuple[Any, Any]:
+    from relight3d.engine.loading import load_trained_pipeline
+
+    return load_trained_pipeline(args.load_config, device=_device(args.device), data=args.data)
+
+
+def _export_mesh(args: argparse.Namespace) -> int:
+    from relight3d.export.mesh import MeshExportConfig, check_mesh_output, write_mesh
+
+    output = check_mesh_output(args.output, textured=bool(args.texture_size))  # fail fast, before loading
+    config = MeshExportConfig(
+        resolution=args.resolution,
+        threshold=args.threshold,
+        chunk_size=args.chunk_size,
+        keep_components=args.keep_components,
+        min_component_fraction=args.min_component_fraction,
+        target_faces=args.target_faces,
+        vertex_colors=not args.no_vertex_colors,
+        texture_size=args.texture_size,
+        texture_backend=args.texture_backend,
+        progress=not args.no_progress,
+    )
+    _, pipeline = _load(args)
+    exporter = config.setup()
+    mesh = exporter.extract(pipeline.model, source=args.load_config, silhouettes=exporter.silhouettes_for(pipeline))
+    write_mesh(mesh, output)
+    info = mesh.metadata["relight3d"]
+    print(
+        f"wrote {output}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces; density threshold "
+        f"{info['threshold']:.4g} ({info['threshold_mode']}), grid {'x'.join(map(str, info['grid_shape']))}, "
+        f"{info['components_found']} component(s) found; {info['seconds_total']:.1f} s"
+    )
+    return 0
+
+
+def _export_video(args: argparse.Namespace) -> int:
+    from relight3d.export.camera_paths import camera_path_for, write_camera_path_json
+    from relight3d.export.output_paths import check_output_path
+    from relight3d.export.video import VIDEO_SUFFIXES, VideoExportConfig
+
+    check_output_path(args.output, VIDEO_SUFFIXES, "video")  # fail fast, before loading
+    _, pipeline = _load(args)
+    cameras, file_fps = camera_path_for(
+        pipeline, args.path, args.frames, args.width, args.height, args.radius, args.elevation, args.fov
+    )
+    fps = args.fps or file_fps or 24.0
+    if args.save_camera_path:
+        write_camera_path_json(cameras, args.save_camera_path, fps)
+    config = VideoExportConfig(outputs=args.outputs, fps=fps, progress=not args.no_progress)
+    summary = config.setup().render(pipeline.model, cameras, args.output)
+    print(f"wrote {summary.path}: {summary.n_frames} frames of {summary.width}x{summary.height} at {summary.fps:g} fps")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--load-config", required=True, type=Path, help="config.yml of a trained relight3d run")
+    parser.add_argument("--output", required=True, type=Path, help="file to write (format from the extension)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
+    parser.add_argument("--data", type=Path, default=None, help="the training data folder, if it has moved")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``export`` with ``mesh`` and ``video`` to the ``relight3d`` command."""
+    export = subparsers.add_parser("export", help="export a trained field as a mesh or a video")
+    sub = export.add_subparsers(dest="export_command", required=True)
+
+    mesh = sub.add_parser("mesh", help="marching-cubes mesh (.ply, .obj, .glb) with vertex colours or a texture")
+    _common(mesh)
+    mesh.add_argument("--resolution", type=_positive_int, default=256, help="grid samples along the longest side")
+    mesh.add_argument("--threshold", type=_threshold, default="auto",
+                      help="density iso-level, or a rule: masks (match the training masks' silhouettes), opacity "
+                      "(50%% opacity from outside), auto (masks when the images have alpha, else opacity)")  # fmt: skip
+    mesh.add_argument("--keep-components", type=int, default=1, help="largest components kept (0: all)")
+    mesh.add_argument("--min-component-fraction", type=float, default=0.0,
+                      help="drop kept components smaller than this fraction of the largest")  # fmt: skip
+    mesh.add_argument("--target-faces", type=_positive_int, default=None, help="decimate to about this many faces")
+    mesh.add_argument("--no-vertex-colors", action="store_true", help="geometry only")
+    mesh.add_argument("--texture-size", type=_positive_int, default=None,
+                      help="bake a UV texture of this size (.obj/.glb; needs xatlas)")  # fmt: skip
+    mesh.add_argument("--texture-backend", choices=["auto", "nvdiffrast", "torch"], default="auto",
+                      help="UV rasteriser for the bake")  # fmt: skip
+    mesh.add_argument("--chunk-size", type=_positive_int, default=1 << 18, help="points per density query")
+    mesh.set_defaults(func=_export_mesh)
+
+    video = sub.add_parser("video", help="render a camera path to .mp4 or .gif")
+    _common(video)
+    video.add_argument("--path", default="orbit", help="orbit, spiral, or a nerfstudio camera_path.json")
+    video.add_argument("--outputs", type=_outputs, default=("rgb",),
+                       help="comma-separated, side by side: rgb, depth, normals, accumulation")  # fmt: skip
+    video.add_argument("--frames", type=_positive_int, default=120, help="frames of an orbit or spiral")
+    video.add_argument("--fps", type=_positive_float, default=None, help="frames per second (default: file's or 24)")
+    video.add_argument("--width", type=_positive_int, default=None, help="frame width (default: training images')")
+    video.add_argument("--height", type=_positive_int, default=None, help="frame height (default: training images')")
+    video.add_argument("--radius", type=_positive_float, default=None, help="orbit/spiral camera distance")
+    video.add_argument("--elevation", type=float, default=None, help="orbit/spiral elevation in degrees")
+    video.add_argument("--fov", type=_positive_float, default=None, help="vertical field of view in degrees")
+    video.add_argument("--save-camera-path", type=Path, default=None,
+                       help="also write the path as a camera_path.json (for ns-render camera-path)")  # fmt: skip
+    video.set_defaults(func=_export_video)

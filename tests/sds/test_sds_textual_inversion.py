@@ -1,0 +1,97 @@
+"""Single-image textual inversion with tiny models: it learns, writes a loadable embedding, and the CLI runs it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sds_helpers import tiny_sd_folder, write_rgba
+
+from relight3d.cli import main
+from relight3d.data.errors import DataError
+from relight3d.priors.stable_diffusion import (
+    StableDiffusionComponents,
+    StableDiffusionGuidance,
+    StableDiffusionGuidanceConfig,
+    read_learned_embeds,
+)
+from relight3d.priors.textual_inversion import (
+    TextualInversionConfig,
+    add_placeholder_token,
+    heavy_augmentation,
+    load_object_image,
+    train_textual_inversion,
+)
+
+
+def test_textual_inversion_learns_only_the_new_token(tmp_path):
+    image = write_rgba(tmp_path / "disc.png")
+    components = StableDiffusionComponents.from_pretrained(tiny_sd_folder())
+    table_before = components.text_encoder.get_input_embeddings().weight.detach().clone()
+    init_id = components.tokenizer.encode("o", add_special_tokens=False)[0]
+    cfg = TextualInversionConfig(
+        image=image, output_dir=tmp_path / "ti", placeholder_token="_disc_", initializer_token="o",
+        max_steps=4, gradient_accumulation_steps=1, batch_size=2, learning_rate=5e-2, scale_lr=False, device="cpu",
+    )  # fmt: skip
+    result = train_textual_inversion(cfg, components=components)
+    assert result.embeddings_path == tmp_path / "ti" / "learned_embeds.safetensors"
+    assert len(result.losses) == 4 and all(loss > 0 for loss in result.losses)
+
+    learned = read_learned_embeds(result.embeddings_path)
+    assert list(learned) == ["_disc_"] and learned["_disc_"].shape == (32,)
+    table = components.text_encoder.get_input_embeddings().weight.detach()
+    new_id = components.tokenizer.convert_tokens_to_ids("_disc_")
+    assert new_id == table_before.shape[0]  # appended
+    assert torch.equal(table[: table_before.shape[0]], table_before)  # every other row is untouched
+    assert torch.equal(table[new_id], learned["_disc_"])
+    moved = float((learned["_disc_"] - table_before[init_id]).norm())
+    assert moved > 1e-3, "the embedding did not move from its initialisation"
+
+    # relight3d-sds loads it: <token> becomes _disc_ and the embedding row is the learned vector.
+    guidance = StableDiffusionGuidance(
+        StableDiffusionGuidanceConfig(
+            pretrained_model_path=tiny_sd_folder(), learned_embeds_path=result.embeddings_path, prompt="a <token>"
+        )
+    )
+    row = guidance.components.text_encoder.get_input_embeddings().weight[
+        guidance.components.tokenizer.convert_tokens_to_ids("_disc_")
+    ]
+    assert guidance.prompt == "a _disc_" and torch.equal(row, learned["_disc_"])
+
+
+def test_augmentation_and_image_loading(tmp_path):
+    image = load_object_image(write_rgba(tmp_path / "wide.png", size=(40, 20)), 16)
+    assert image.shape == (3, 16, 16)
+    # Transparent pixels and the padding become white; the disc keeps its red channel at 200/255.
+    assert torch.allclose(image[:, 0, 0], torch.ones(3), atol=1e-3)
+    assert float(image[0, 8, 8]) == pytest.approx(200 / 255, abs=0.03)
+    aug = heavy_augmentation()
+    torch.manual_seed(0)
+    outs = torch.stack([aug(image) for _ in range(8)])
+    assert outs.shape == (8, 3, 16, 16) and float(outs.min()) >= 0.0 and float(outs.max()) <= 1.0
+    assert float((outs - image).abs().mean()) > 1e-3  # it does change the images
+
+
+def test_placeholder_errors():
+    components = StableDiffusionComponents.from_pretrained(tiny_sd_folder())
+    with pytest.raises(DataError, match="is 2 tokens"):
+        add_placeholder_token(components, "_x_", "a b")
+    add_placeholder_token(components, "_x_", "o")
+    with pytest.raises(DataError, match="already in the tokenizer's vocabulary"):
+        add_placeholder_token(components, "_x_", "o")
+
+
+def test_textual_inversion_cli(tmp_path, capsys):
+    image = write_rgba(tmp_path / "disc.png")
+    code = main([
+        "textual-inversion", "--image", str(image), "--model", str(tiny_sd_folder()), "--output",
+        str(tmp_path / "out"), "--token", "_disc_", "--init-token", "o", "--steps", "2",
+        "--gradient-accumulation-steps", "1", "--device", "cpu",
+    ])  # fmt: skip
+    assert code == 0
+    assert "learned_embeds.safetensors" in capsys.readouterr().out
+    assert list(read_learned_embeds(tmp_path / "out" / "learned_embeds.safetensors")) == ["_disc_"]
+    # Bad input is one line on stderr and exit code 2.
+    code = main(["textual-inversion", "--image", str(tmp_path / "missing.png"), "--model", str(tiny_sd_folder()),
+                 "--output", str(tmp_path / "o2"), "--steps", "1"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].endswith("missing.png: image file not found")
