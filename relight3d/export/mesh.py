@@ -5,8 +5,9 @@ The pipeline (:class:`MeshExporter`):
 1. **Box.** The occupancy grid's occupied cells (intersected with the field's box), padded so that the outermost
    grid layer lies in empty space. That layer is forced below the threshold, so every surface is closed.
 2. **Density grid and marching cubes.** Densities are queried ``chunk_size`` points at a time into a float32 grid
-   (4 bytes per sample: 512 MiB at 512^3); voids inside the object that no path from outside reaches are filled
-   (a field trained on views of the outside is often hollow in places); PyMCubes then triangulates the grid in
+   (4 bytes per sample: 512 MiB at 512^3); voids inside the object that no path from outside reaches, through
+   cracks wider than a few cells, are filled (a field trained on views of the outside is often hollow, with a
+   cracked shell; about 4 more bytes per sample while filling); PyMCubes then triangulates the grid in
    slabs of ``slab_depth`` z-layers, so its float64 working copy stays small. Slabs share their boundary layer,
    so their vertices coincide there and are merged exactly.
 3. **Threshold** (chosen first). A density, or a rule. ``"masks"``: the level whose iso-surface silhouettes best
@@ -77,7 +78,9 @@ class MeshExportConfig:
     slab_depth: int = 32
     """z-layers triangulated at once (bounds the float64 copy that PyMCubes works on)."""
     fill_cavities: bool = True
-    """Fill voids inside the object (empty regions unreachable from outside) so they make no inner surfaces."""
+    """Fill voids inside the object (empty space unreachable from outside) so they make no inner surfaces."""
+    seal_width: int = 2
+    """Cracks in the object's shell up to about twice this many grid cells wide count as closed when filling."""
     box_margin_cells: float = 2.0
     """Margin, in grid cells, added around the occupied box before the empty outer layer."""
     keep_components: int = 1
@@ -362,24 +365,36 @@ def sample_density_grid(
     return volume
 
 
-def fill_cavities(volume: np.ndarray, threshold: float) -> int:
-    """Fill the empty regions that no path from outside reaches (voids inside the object, which a field trained
-    only on views of its outside often has), in place; returns the number of samples filled.
+def fill_cavities(volume: np.ndarray, threshold: float, seal_width: int = 2) -> int:
+    """Fill, in place, the empty space that is not reachable from outside the object; returns the samples filled.
 
-    The empty space (density <= threshold) is split into 6-connected regions; every region but the one holding
-    the grid's (empty) outer layer is enclosed, and is raised above the threshold so that it makes no surface.
+    A field trained on views of an object's outside is often hollow, with voids inside and thin cracks in its
+    shell; marching cubes would turn them into inner surfaces. Here the empty space (density <= threshold) is first
+    eroded by ``seal_width`` samples, so that cracks up to about ``2 * seal_width`` samples wide close; the eroded
+    region connected to the grid's (empty) outer layer, grown back by ``seal_width``, is the outside. Every other
+    empty sample is raised above the threshold. ``seal_width=0`` fills only fully enclosed voids.
     """
     from scipy import ndimage
 
     empty = volume <= threshold
-    labels, _ = ndimage.label(empty)
-    del empty
-    cavity = labels != labels[0, 0, 0]
-    cavity &= labels > 0
+    cross = ndimage.generate_binary_structure(3, 1)
+    core = ndimage.binary_erosion(empty, cross, iterations=seal_width, border_value=1) if seal_width > 0 else empty
+    labels, _ = ndimage.label(core)
+    del core
+    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    border = np.unique(np.concatenate([f.reshape(-1) for f in faces]))
+    outside = np.isin(labels, border[border > 0])
     del labels
-    n = int(cavity.sum())
+    if seal_width > 0:
+        outside = ndimage.binary_dilation(outside, cross, iterations=seal_width)
+    # The grid's outer layer is outside by construction (the erosion may leave little of it where the object comes
+    # close to the grid's faces).
+    outside[0], outside[-1], outside[:, 0], outside[:, -1], outside[:, :, 0], outside[:, :, -1] = (True,) * 6
+    fill = empty & ~outside
+    del outside, empty
+    n = int(fill.sum())
     if n:
-        volume[cavity] = 2.0 * threshold
+        volume[fill] = 2.0 * threshold
     return n
 
 
@@ -565,7 +580,7 @@ class MeshExporter:
             t_grid = time.perf_counter()
             volume = sample_density_grid(field_.density, grid, device, c.chunk_size, c.progress)
             d_min, d_max = float(volume.min()), float(volume.max())
-            filled = fill_cavities(volume, threshold) if c.fill_cavities else 0
+            filled = fill_cavities(volume, threshold, c.seal_width) if c.fill_cavities else 0
             vertices, faces = marching_cubes_in_slabs(volume, grid, threshold, c.slab_depth, c.progress)
             del volume
             seconds_grid = time.perf_counter() - t_grid

@@ -213,15 +213,28 @@ def test_threshold_of_a_known_field():
     assert len(faces) > 0 and volume.min() < t < volume.max()
 
 
-def test_enclosed_voids_are_filled(analytic_model):
-    """A hollow ball (a shell between radii 0.25 and 0.5) gives one outer surface; without filling, two."""
-    shell = lambda p: 100.0 * ((p.norm(dim=-1) < 0.5) & (p.norm(dim=-1) > 0.25)).float()  # noqa: E731
-    model = analytic_model(shell, box=0.7)
-    filled = extract_mesh(model, threshold=50.0, resolution=48, vertex_colors=False, keep_components=0, **FAST)
-    hollow = extract_mesh(
-        model, threshold=50.0, resolution=48, vertex_colors=False, keep_components=0, fill_cavities=False, **FAST
-    )
-    assert len(filled.split(only_watertight=False)) == 1 and filled.metadata["relight3d"]["cavity_samples_filled"] > 0
+def test_enclosed_voids_and_cracked_shells_are_filled(analytic_model):
+    """A hollow ball (a shell between radii 0.25 and 0.5) gives one outer surface; without filling, two. A thin crack
+    through the shell still seals; a wide opening does not."""
+
+    def shell(gap: float):
+        def density(p):
+            r = p.norm(dim=-1)
+            solid = (r < 0.5) & (r > 0.25) & ~((p[:, 0].abs() < gap / 2) & (p[:, 1] > 0))  # a slot through the top
+            return 100.0 * solid.float()
+
+        return density
+
+    cfg = MeshExportConfig(threshold=50.0, resolution=48, vertex_colors=False, keep_components=0, **FAST)
+    sealed = extract_mesh(analytic_model(shell(0.0), box=0.7), cfg)
+    hollow = extract_mesh(analytic_model(shell(0.0), box=0.7), cfg, fill_cavities=False)
+    assert len(sealed.split(only_watertight=False)) == 1 and sealed.metadata["relight3d"]["cavity_samples_filled"] > 0
     assert len(hollow.split(only_watertight=False)) == 2
-    assert filled.volume == pytest.approx(4 / 3 * np.pi * 0.5**3, rel=0.05)
+    assert sealed.volume == pytest.approx(4 / 3 * np.pi * 0.5**3, rel=0.05)
+    # Outer shell outwards, inner wall inwards: the volume is the shell's.
     assert hollow.volume == pytest.approx(4 / 3 * np.pi * (0.5**3 - 0.25**3), rel=0.08)
+    step = sealed.metadata["relight3d"]["grid_step"]
+    cracked = extract_mesh(analytic_model(shell(2.0 * step), box=0.7), cfg)  # a crack two cells wide
+    assert cracked.volume == pytest.approx(sealed.volume, rel=0.03)
+    opened = extract_mesh(analytic_model(shell(12.0 * step), box=0.7), cfg)  # a wide slot: the inside is outside
+    assert opened.volume < 0.8 * sealed.volume
