@@ -24,7 +24,7 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -231,6 +231,15 @@ def normal_smoothness_2d(normal_image: Float[Tensor, "b 3 h w"], kernel_size: in
     return F.mse_loss(normal_image, gaussian_blur(normal_image, kernel_size).detach())
 
 
+def _merge_chunks(parts: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+    """Concatenate per-ray outputs of ray chunks; sum (and detach) the 'num_*' counters."""
+    merged = {}
+    for k in parts[0]:
+        values = [p[k] for p in parts]
+        merged[k] = torch.stack(values).sum().detach() if k.startswith("num_") else torch.cat(values)
+    return merged
+
+
 # --- the pipeline ---------------------------------------------------------------------------------------------------
 @dataclass
 class ScoreDistillationPipelineConfig(VanillaPipelineConfig):
@@ -398,26 +407,31 @@ class ScoreDistillationPipeline(VanillaPipeline):
 
         chunk = self.config.prior_rays_per_chunk
         n = origins.shape[0]
-        if chunk <= 0 or n <= chunk or not torch.is_grad_enabled():
+        if not torch.is_grad_enabled():  # evaluation: plain chunks of the model's evaluation size
+            step = model.config.eval_num_rays_per_chunk
+            out = _merge_chunks([render(origins[s : s + step], directions[s : s + step]) for s in range(0, n, step)])
+        elif chunk <= 0 or n <= chunk:
             out = render(origins, directions)
         else:
             keys = ["rgb", "accumulation", "depth", "num_samples", "num_visible_samples"]
             if with_normals or shading != "albedo":
                 keys += ["normals", "orientation_loss"]
 
-            def render_chunk(o: Tensor, d: Tensor) -> Tuple[Tensor, ...]:
+            def render_chunk(o: Tensor, d: Tensor, _anchor: Tensor) -> Tuple[Tensor, ...]:
                 result = render(o, d)
                 return tuple(result[k] for k in keys)
 
-            # Non-reentrant checkpointing: parameters need not be inputs, and the jitter's random state is replayed.
+            # Reentrant checkpointing: the forward keeps no graph; the backward re-renders one chunk at a time (the
+            # jitter's random state is replayed) and back-propagates it before the next, so that only one chunk's
+            # graph ever exists. (The non-reentrant variant keeps recomputed tensors that are never unpacked until
+            # the whole backward ends, which on a CPU adds up to the whole view.) ``_anchor`` requires grad so
+            # that the outputs do and the backward reaches the chunks.
+            anchor = torch.ones((), device=origins.device, requires_grad=True)
             pieces = [
-                checkpoint(render_chunk, origins[s : s + chunk], directions[s : s + chunk], use_reentrant=False)
+                checkpoint(render_chunk, origins[s : s + chunk], directions[s : s + chunk], anchor, use_reentrant=True)
                 for s in range(0, n, chunk)
             ]
-            out = {}
-            for i, k in enumerate(keys):
-                parts = [piece[i] for piece in pieces]
-                out[k] = torch.stack(parts).sum() if k.startswith("num_") else torch.cat(parts)
+            out = _merge_chunks([dict(zip(keys, piece)) for piece in pieces])
         return {k: (v.view(size, size, -1) if v.dim() == 2 else v) for k, v in out.items()}
 
     # --- training -----------------------------------------------------------------------------------------------------
