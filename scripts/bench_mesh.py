@@ -9,8 +9,8 @@ default settings (automatic threshold, largest component, vertex colours) and co
   to its ground-truth mesh.ply; components and normal consistency.
 
 Speed and memory. For each ``--resolutions`` entry, a fresh subprocess loads the run and exports the mesh; it reports
-the export's wall time, the peak resident memory of the process before and after the export (``ru_maxrss``), and
-the mesh size. Numbers depend on the machine's load: say so when quoting them.
+the export's wall time, the peak resident memory of the process before and after the export (VmHWM), and the mesh
+size. Numbers depend on the machine's load: say so when quoting them.
 
 Usage::
 
@@ -36,6 +36,14 @@ BUNNY = Path.home() / ".cache" / "relight3d" / "scenes" / "bunny128"
 
 
 def _peak_rss_mib() -> float:
+    """Peak resident memory of this process's own address space (VmHWM). Not ru_maxrss: after fork + exec that
+    also counts the parent's peak, which would credit the benchmark's own size to every child."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
@@ -199,6 +207,7 @@ def main() -> None:
     parser.add_argument("--picture", type=Path, default=None, help="save a preview of the mesh here (PNG)")
     parser.add_argument("--save-mesh", type=Path, default=None, help="save the accuracy mesh here")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--skip-accuracy", action="store_true", help="only the timing")
     parser.add_argument("--_child", nargs=2, metavar=("CONFIG", "RESOLUTION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -208,6 +217,16 @@ def main() -> None:
 
     config = args.load_config or train_scene(args.scene, args.work, args.steps)
     results: Dict = {"config": str(config)}
+    if not args.skip_accuracy:
+        report_accuracy(results, config, args)
+    report_timing(results, config, args.resolutions)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n(load average at the end: {load}; {os.cpu_count()} CPUs; other jobs distort these timings)")
+
+
+def report_accuracy(results: Dict, config: Path, args: argparse.Namespace) -> None:
     acc = accuracy(config, args.scene, args.accuracy_resolution, args.picture, args.save_mesh)
     results["accuracy"] = acc
     print(f"\naccuracy ({args.scene}, {acc['resolution']}^3): Chamfer {acc['chamfer']:.4f} "
@@ -217,8 +236,10 @@ def main() -> None:
           f"{acc['winding_consistent']}, outward {acc['outward']}; {acc['faces']} faces"
           + (f"; vertex colour error {acc['color_error']:.4f}" if "color_error" in acc else ""))  # fmt: skip
 
+
+def report_timing(results: Dict, config: Path, resolutions) -> None:  # noqa: ANN001
     rows = []
-    for res in args.resolutions:
+    for res in resolutions:
         out = subprocess.run(
             [sys.executable, __file__, "--_child", str(config), str(res)], capture_output=True, text=True, check=True
         )
@@ -230,10 +251,6 @@ def main() -> None:
             timing = f"{r['seconds']:>8.1f}  ({r['seconds_grid_and_marching_cubes']:>8.1f})"
             memory = f"{r['peak_rss_after_load_mib']:>15.0f} MiB  {r['peak_rss_mib']:>5.0f} MiB"
             print(f"{r['resolution']:>10}  {r['grid']:<12}  {timing}  {memory}  {r['faces']}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n(load average while measuring: {load}; {os.cpu_count()} CPUs; other jobs distort these timings)")
 
 
 if __name__ == "__main__":
