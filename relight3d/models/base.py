@@ -76,9 +76,11 @@ class OccupancyFieldModelConfig(ModelConfig):
     start with low density and would otherwise be pruned before they are learnt."""
     occupancy_warmup_updates: int = 16
     """Updates that visit every cell before switching to random subsets."""
-    carve_with_masks: bool = True
+    carve_with_masks: bool = False
     """At the start of training, remove occupancy cells outside the visual hull of the training masks (when the
-    training images have an alpha channel). Skips most empty space from the first step."""
+    training images have an alpha channel). Skips most empty space from the first step. Off by default: on the
+    generated armadillo scene it removed the feet (test PSNR in the mask 18.3 dB with it, 30.3 dB without, after
+    1500 iterations) although every mesh vertex projects inside every mask; the cause is not found yet."""
     freeze_geometry: bool = False
     """Freeze density so that only appearance is trained (appearance refits, e.g. relighting)."""
     output_normals: bool = False
