@@ -222,3 +222,30 @@ def test_occupancy_grid_update_finds_a_ball():
     assert occ[inside].all() and not occ[outside].any()
     box = grid.occupied_aabb()
     assert torch.allclose(box, torch.tensor([-0.625, -0.625, -0.625, 0.625, 0.625, 0.625]), atol=0.13)
+
+
+def test_carving_does_not_raise_the_occupancy_threshold():
+    """A faint thin part inside the visual hull stays occupied after carving (regression: the threshold was the mean
+    over the uncarved cells only, so a faint part dropped out of the grid once carving had removed empty space)."""
+    res = 16
+    centers = ops.occupancy_cell_positions(torch.arange(res**3), AABB, res)
+    body = centers.norm(dim=-1) < 0.35
+    foot = (centers - torch.tensor([0.0, 0.0, -0.7])).norm(dim=-1) < 0.1
+
+    def density(x):
+        d = torch.zeros(x.shape[0])
+        d[x.norm(dim=-1) < 0.5] = 10.0
+        d[(x - torch.tensor([0.0, 0.0, -0.7])).norm(dim=-1) < 0.2] = 0.8  # faint: opacity 0.008 per step
+        return d
+
+    occupied = {}
+    for carve in (False, True):
+        grid = ops.OccupancyGrid(AABB, res=res, warmup_updates=4, threshold=0.01)
+        if carve:  # the visual hull: everything but a shell of empty space around body and foot
+            grid.density.view(-1)[centers.norm(dim=-1) > 0.95] = -1.0
+        for _ in range(3):
+            grid.update(lambda x: density(x), step_size=0.01)
+        occupied[carve] = grid.is_occupied(centers)
+        assert occupied[carve][body].all()
+    assert occupied[False][foot].all()
+    assert occupied[True][foot].all()

@@ -79,10 +79,7 @@ class OccupancyFieldModelConfig(ModelConfig):
     carve_with_masks: bool = True
     """At the start of training, remove occupancy cells outside the visual hull of the training masks (when the
     training images have an alpha channel). Skips most empty space from the first step; without it relight3d-ngp's
-    torch hash grid marches the whole box and trains at ~300 rays/s on a CPU instead of ~19 K. Known problem: on the
-    generated armadillo scene, training with it lost the feet (test PSNR in the mask 18.3 dB, 30.3 dB with
-    ``--pipeline.model.carve-with-masks False``, 1500 iterations), although carving keeps every cell that holds a
-    mesh vertex; the cause is not found yet."""
+    torch hash grid marches the whole box and trains at ~300 rays/s on a CPU instead of ~19 K."""
     freeze_geometry: bool = False
     """Freeze density so that only appearance is trained (appearance refits, e.g. relighting)."""
     output_normals: bool = False

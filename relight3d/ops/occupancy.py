@@ -120,8 +120,10 @@ class OccupancyGrid(nn.Module):
             pos = occupancy_cell_positions(indices[s : s + chunk], self.aabb, self.res, jitter[s : s + chunk])
             values[s : s + chunk] = density_fn(pos).reshape(-1).float() * step_size
         self.density.copy_(occupancy_grid_update(self.density, indices, values, self.decay))
-        valid = self.density[self.density >= 0]
-        thresh = min(float(valid.mean()) if valid.numel() else 0.0, self.threshold)
+        # The threshold is the mean over *all* cells, carved ones counting as empty: averaging over the uncarved
+        # cells only (the visual hull, mostly object) raised it, so that thin parts still faint early in training
+        # (an armadillo's feet) dropped out of the grid, were never sampled again and never formed.
+        thresh = min(float(self.density.clamp_min(0.0).mean()), self.threshold)
         self.bitfield.copy_(pack_bitfield(self.density, thresh))
         self.n_updates += 1
 
