@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -100,16 +100,13 @@ def evaluate_pipeline(pipeline, out_dir: Optional[Path] = None) -> Dict[str, flo
     return evaluate_views(pipeline.model, dataset.cameras, list(outputs.image_filenames), out_dir=out_dir)
 
 
-def time_training_steps(config: TrainerConfig, data: Path, steps: int, warmup: int = 20) -> Dict[str, float]:
-    """Run ``warmup + steps`` training iterations of ``config`` outside the Trainer and time the last ``steps``.
 
-    The loop is the Trainer's (loss, backward, optimizer and scheduler steps, training callbacks) without logging,
-    evaluation or checkpoints. Returns rays/s and seconds per iteration.
-    """
+def training_step_function(pipeline, config: TrainerConfig) -> Callable[[int], None]:  # noqa: ANN001
+    """One Trainer iteration of ``pipeline`` as a function of the step: training callbacks, loss, backward,
+    optimizer and scheduler steps; no logging, evaluation or checkpoints (for timing loops)."""
     from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
     from nerfstudio.engine.optimizers import Optimizers
 
-    pipeline = build_pipeline(config, data)
     pipeline.train()
     optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
     callbacks = pipeline.get_training_callbacks(
@@ -126,6 +123,17 @@ def time_training_steps(config: TrainerConfig, data: Path, steps: int, warmup: i
         optimizers.scheduler_step_all(step)
         for cb in callbacks:
             cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+    return run
+
+def time_training_steps(config: TrainerConfig, data: Path, steps: int, warmup: int = 20) -> Dict[str, float]:
+    """Run ``warmup + steps`` training iterations of ``config`` outside the Trainer and time the last ``steps``.
+
+    The loop is the Trainer's (loss, backward, optimizer and scheduler steps, training callbacks) without logging,
+    evaluation or checkpoints. Returns rays/s and seconds per iteration.
+    """
+    pipeline = build_pipeline(config, data)
+    run = training_step_function(pipeline, config)
 
     for step in range(warmup):
         run(step)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Type
+from typing import Any, Dict, Literal, Type
 
 from torch import Tensor
 
@@ -45,10 +45,10 @@ class NGPModel(OccupancyFieldModel):
     config: NGPModelConfig
     field: NGPField
 
-    def build_field(self, aabb: Tensor) -> NGPField:
+    def field_kwargs(self) -> Dict[str, Any]:
+        """Constructor arguments of the field from this config (subclasses add their own)."""
         c = self.config
-        return NGPField(
-            aabb,
+        return dict(
             n_levels=c.n_levels,
             features_per_level=c.features_per_level,
             log2_table_size=c.log2_table_size,
@@ -60,3 +60,6 @@ class NGPModel(OccupancyFieldModel):
             appearance_grid=c.appearance_grid,
             implementation=c.implementation,
         )
+
+    def build_field(self, aabb: Tensor) -> NGPField:
+        return NGPField(aabb, **self.field_kwargs())

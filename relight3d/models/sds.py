@@ -239,21 +239,7 @@ class SDSNGPModel(ScoreDistillationRendering, NGPModel):
 
     def build_field(self, aabb: Tensor) -> BlobNGPField:
         c = self.config
-        return BlobNGPField(
-            aabb,
-            n_levels=c.n_levels,
-            features_per_level=c.features_per_level,
-            log2_table_size=c.log2_table_size,
-            base_resolution=c.base_resolution,
-            max_resolution=c.max_resolution,
-            geo_feature_dim=c.geo_feature_dim,
-            hidden=c.hidden,
-            sh_degree=c.sh_degree,
-            appearance_grid=c.appearance_grid,
-            implementation=c.implementation,
-            blob_density=c.blob_density,
-            blob_radius=c.blob_radius,
-        )
+        return BlobNGPField(aabb, **self.field_kwargs(), blob_density=c.blob_density, blob_radius=c.blob_radius)
 
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
         """'grid' (hash tables), 'density' (density MLP) and 'appearance' (colour MLP), as RealFusion's learning
@@ -292,16 +278,4 @@ class SDSTensoRFModel(ScoreDistillationRendering, TensoRFModel):
 
     def build_field(self, aabb: Tensor) -> BlobTensoRFField:
         c = self.config
-        return BlobTensoRFField(
-            aabb,
-            resolution=c.init_resolution,
-            n_density_components=c.n_density_components,
-            n_appearance_components=c.n_appearance_components,
-            appearance_dim=c.appearance_dim,
-            decoder_hidden=c.decoder_hidden,
-            decoder_layers=c.decoder_layers,
-            sh_degree=c.sh_degree,
-            density_shift=c.density_shift,
-            blob_density=c.blob_density,
-            blob_radius=c.blob_radius,
-        )
+        return BlobTensoRFField(aabb, **self.field_kwargs(), blob_density=c.blob_density, blob_radius=c.blob_radius)

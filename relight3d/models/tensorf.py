@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple, Type
+from typing import Any, Dict, List, Tuple, Type
 
 import numpy as np
 import torch
@@ -71,10 +71,10 @@ class TensoRFModel(OccupancyFieldModel):
     config: TensoRFModelConfig
     field: TensoRFField
 
-    def build_field(self, aabb: Tensor) -> TensoRFField:
+    def field_kwargs(self) -> Dict[str, Any]:
+        """Constructor arguments of the field from this config (subclasses add their own)."""
         c = self.config
-        return TensoRFField(
-            aabb,
+        return dict(
             resolution=c.init_resolution,
             n_density_components=c.n_density_components,
             n_appearance_components=c.n_appearance_components,
@@ -84,6 +84,9 @@ class TensoRFModel(OccupancyFieldModel):
             sh_degree=c.sh_degree,
             density_shift=c.density_shift,
         )
+
+    def build_field(self, aabb: Tensor) -> TensoRFField:
+        return TensoRFField(aabb, **self.field_kwargs())
 
     def upsampling_resolutions(self) -> List[int]:
         """Resolution after each upsampling iteration (log-spaced from init to final)."""

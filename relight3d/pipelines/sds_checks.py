@@ -154,9 +154,7 @@ def time_sds_iterations(
     """
     import tempfile
 
-    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
-    from nerfstudio.engine.optimizers import Optimizers
-
+    from relight3d.engine.run import training_step_function
     from relight3d.method_configs import sds_config
     from relight3d.priors.stable_diffusion import StableDiffusionGuidance, tiny_stable_diffusion
 
@@ -179,21 +177,7 @@ def time_sds_iterations(
             config.pipeline.guidance.pretrained_model_path = Path(sd_path)
         config.pipeline.datamanager.data = image
         pipeline = config.pipeline.setup(device=device, test_mode="val", guidance=guidance)
-        pipeline.train()
-        optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
-        callbacks = pipeline.get_training_callbacks(
-            TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None)
-        )
-
-        def run(step: int) -> None:
-            for cb in callbacks:
-                cb.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-            optimizers.zero_grad_all()
-            _, losses, _ = pipeline.get_train_loss_dict(step)
-            sum(losses.values()).backward()
-            optimizers.optimizer_step_all()
-            for cb in callbacks:
-                cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        run = training_step_function(pipeline, config)
 
         for step in range(warmup):
             run(step)
