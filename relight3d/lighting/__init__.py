@@ -50,6 +50,11 @@ _EXPORTS: Dict[str, str] = {
     "diffuse_shading": "shading",
     "env_brdf_approx": "shading",
     "prefilter_ggx": "shading",
+    # visibility (cast shadows)
+    "sample_density_volume": "visibility",
+    "transmittance_towards": "visibility",
+    "shadow_factor": "visibility",
+    "visibility_directions": "visibility",
     # summaries
     "summarize_envmap": "summary",
     "preview_envmap": "summary",
@@ -78,13 +83,17 @@ __all__ = [
     "rotate_envmap_about_up",
     "rotate_envmap_to_camera",
     "rotation_about_up",
+    "sample_density_volume",
     "sample_envmap",
+    "shadow_factor",
     "sh_basis",
     "sh_irradiance",
     "shade",
     "srgb_to_linear",
     "summarize_envmap",
+    "transmittance_towards",
     "uv_to_directions",
+    "visibility_directions",
     "write_envmap",
 ]
 
@@ -128,3 +137,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     )
     from relight3d.lighting.spherical_harmonics import eval_sh, project_sh, sh_basis, sh_irradiance
     from relight3d.lighting.summary import preview_envmap, summarize_envmap
+    from relight3d.lighting.visibility import (
+        sample_density_volume,
+        shadow_factor,
+        transmittance_towards,
+        visibility_directions,
+    )

@@ -229,6 +229,12 @@ class SDSNGPModelConfig(NGPModelConfig, ScoreDistillationFieldSettings):
     """Finest grid resolution (RealFusion: 2048 x the scene bound 0.75)."""
     sh_degree: int = 1
     """Spherical-harmonics degree of the view direction: 1 makes the colour view-independent (an albedo)."""
+    occupancy_threshold: float = 0.02
+    """Opacity (sigma * step) above which an occupancy cell is kept, capped by the mean over the grid (cells under
+    ``min(mean, threshold)`` are skipped), as stable-dreamfusion's ``density_thresh`` is. Higher than for
+    reconstruction (1e-3): an untrained field is a thin fog (sigma ~ 0.4) over the whole box besides the blob, and
+    marching it costs ~110 samples per ray of a prior view instead of ~30 (CPU settings, 64 px). Much higher (0.05)
+    also prunes the cells around the blob that the object has to grow into, and short runs stop learning."""
 
 
 class SDSNGPModel(ScoreDistillationRendering, NGPModel):

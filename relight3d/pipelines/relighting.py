@@ -251,12 +251,17 @@ class RelightingPipeline(VanillaPipeline):
         """The target map (strength and up-axis rotation applied), in world coordinates."""
         from relight3d.lighting import read_envmap, rotate_envmap_about_up
 
-        if self.config.target_envmap is None:
+        c = self.config
+        if c.target_envmap is None:
             raise DataError("--pipeline.target-envmap", "relighting needs a target environment map")
-        env = read_envmap(self.config.target_envmap) * self.config.target_envmap_strength
-        if self.config.target_rotation_deg:
-            env = rotate_envmap_about_up(env, math.radians(self.config.target_rotation_deg))
-        return env
+        key = (str(c.target_envmap), c.target_envmap_strength, c.target_rotation_deg)
+        cached = self.__dict__.get("_target_envmap")
+        if cached is None or cached[0] != key:  # read once: stage 2 asks for it every iteration
+            env = read_envmap(c.target_envmap) * c.target_envmap_strength
+            if c.target_rotation_deg:
+                env = rotate_envmap_about_up(env, math.radians(c.target_rotation_deg))
+            cached = self.__dict__["_target_envmap"] = (key, env)
+        return cached[1]
 
     def source_envmap(self) -> Optional[Float[Tensor, "h w 3"]]:
         """The training light's map, when known (config, or the dataparser's metadata)."""
@@ -269,7 +274,11 @@ class RelightingPipeline(VanillaPipeline):
             path = paths[0] if len(paths) == 1 else None
         if path is None:
             return None
-        return read_envmap(path) * self.config.source_envmap_strength
+        key = (str(path), self.config.source_envmap_strength)
+        cached = self.__dict__.get("_source_envmap")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_source_envmap"] = (key, read_envmap(path) * self.config.source_envmap_strength)
+        return cached[1]
 
     def stage1_dir(self) -> Path:
         if self.config.cache_dir is not None:
@@ -300,12 +309,54 @@ class RelightingPipeline(VanillaPipeline):
             self.model.eval()
             for i in range(len(cams)):
                 out = render_view(self.model, cams[i : i + 1], ("normals",))
-                out["directions"] = camera_rays(cams[i : i + 1])[1].reshape(out["rgb"].shape)
+                origins, directions, _ = camera_rays(cams[i : i + 1].to(self.model.device))
+                out["directions"] = directions.reshape(out["rgb"].shape)
+                out["points"] = (origins + directions * out["depth"].reshape(-1, 1)).reshape(out["rgb"].shape)
                 for k, v in out.items():
                     outs.setdefault(k, []).append(v.cpu())
             self.model.train(was_training)
             self.__dict__["_gbuffers"] = {k: torch.stack(v) for k, v in outs.items()}
         return self.__dict__["_gbuffers"]
+
+    @torch.no_grad()
+    def training_view_visibility(self, views: Tensor) -> Optional[Float[Tensor, "b h w k"]]:
+        """Per pixel of the given training views, the transmittance towards each of the prior's shadow directions
+        (:attr:`RelightingPrior.visibility_settings`); None when the prior asks for none.
+
+        Geometry is frozen, so it is traced once for every object pixel of every training view (from the surface
+        point moved 1.5 density cells along the normal) and kept as 8-bit values; background pixels read 1.
+        """
+        settings = self.prior.visibility_settings
+        if settings is None:
+            return None
+        from relight3d.lighting import sample_density_volume, transmittance_towards, visibility_directions
+
+        cached = self.__dict__.get("_visibility")
+        if cached is None or cached[0] != settings:
+            height, resolution = settings
+            gb = self.training_view_gbuffers()
+            fg = gb["accumulation"][..., 0] > 0.5
+            field_ = self.model.field
+            aabb = field_.aabb.detach().float()
+            volume = sample_density_volume(field_.density, aabb, resolution)
+            cell = float((aabb[3:] - aabb[:3]).max()) / resolution
+            points = gb["points"][fg] + F.normalize(gb["normals"][fg], dim=-1) * (1.5 * cell)
+            dirs = visibility_directions(height)
+            started = time.perf_counter()
+            trans = transmittance_towards(volume.cpu(), aabb.cpu(), points.cpu(), dirs)
+            self.timings["visibility_seconds"] = time.perf_counter() - started
+            cached = (settings, fg, (trans * 255.0).round().to(torch.uint8))
+            self.__dict__["_visibility"] = cached
+        _, fg, packed = cached
+        views = torch.as_tensor(views).reshape(-1)
+        k = packed.shape[-1]
+        out = torch.ones(len(views), *fg.shape[1:], k)
+        # Object pixels are stored view after view: offsets of each view's first pixel in ``packed``.
+        counts = fg.flatten(1).sum(1)
+        starts = torch.cumsum(counts, 0) - counts
+        for j, v in enumerate(views.tolist()):
+            out[j][fg[v]] = packed[starts[v] : starts[v] + counts[v]].float() / 255.0
+        return out
 
     # --- stage 1 ---------------------------------------------------------------------------------------------
     def stage1_fingerprint(self) -> str:
@@ -368,6 +419,9 @@ class RelightingPipeline(VanillaPipeline):
             kwargs: Dict[str, Any] = {"generator": self._generator}
             if gbuffers is not None:
                 kwargs["gbuffers"] = {k: v[sl] for k, v in gbuffers.items()}
+                visibility = self.training_view_visibility(torch.arange(images.shape[0])[sl])
+                if visibility is not None:
+                    kwargs["gbuffers"]["visibility"] = visibility
             if source is not None:
                 kwargs["source_envmap"] = source
             pred = self.prior.relight(rgb[sl], masks[sl], c2w[sl], target, **kwargs).cpu().float()
@@ -414,6 +468,9 @@ class RelightingPipeline(VanillaPipeline):
             kwargs: Dict[str, Any] = {"generator": self._generator}
             if self.prior.required_gbuffers:
                 gb = {k: v[i : i + 1] for k, v in self.training_view_gbuffers().items()}
+                visibility = self.training_view_visibility(torch.tensor([i]))
+                if visibility is not None:
+                    gb["visibility"] = visibility
                 if c.stage2_render_scale != 1.0:
                     gb = {k: _resize(v, pred.shape[:2]) for k, v in gb.items()}
                 kwargs["gbuffers"] = gb

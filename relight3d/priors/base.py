@@ -87,6 +87,14 @@ class RelightingPrior(abc.ABC):
     needs_source_envmap: bool = False
     """Whether the prior needs the light the input images were captured under (``source_envmap``)."""
 
+    @property
+    def visibility_settings(self) -> Optional[Tuple[int, int]]:
+        """``(directions_height, volume_resolution)`` when the prior wants a ``"visibility"`` G-buffer: per pixel,
+        the transmittance towards the ``directions_height x 2 directions_height`` map directions
+        (:func:`relight3d.lighting.visibility_directions`) through the field's density sampled on a
+        ``volume_resolution^3`` grid. None (the default) when it does not."""
+        return None
+
     def __init__(self, config: RelightingPriorConfig, device: Union[str, torch.device] = "cpu") -> None:
         self.config = config
         self._device = torch.device(device)

@@ -12,9 +12,18 @@ albedo, and shading it under the target map gives the relit colour::
     albedo = clip((observed - k_s * S_src) / max(D_src, eps), 0, 1)
     relit  = albedo * D_tgt(n) + k_s * S_tgt(n, d)
 
-Everything the shading model leaves out (self-shadowing, interreflections) is, to first order, a per-pixel factor
-shared by both lights, so it stays inside the estimated "albedo" and carries over to the relit image: ambient
-occlusion is kept rather than lost. Colours are converted between sRGB and linear with the exact sRGB curves.
+**Cast shadows.** When the pipeline provides a ``"visibility"`` G-buffer (``shadows=True``, the default: per pixel,
+the transmittance through the field's density towards each direction of a coarse ``h x 2h`` map, see
+:mod:`relight3d.lighting.visibility`), both diffuse terms are multiplied by the share of that light's irradiance
+which reaches the point::
+
+    D(n) -> D(n) * sum_k L_k dw_k T_k max(0, n.w_k) / sum_k L_k dw_k max(0, n.w_k)
+
+and the specular term by the same share (its mean over channels). A pixel in the source light's shadow then gets a
+correct, brighter albedo instead of a dark one, and shadows of the target light appear where they fall. What the
+model still leaves out (interreflections, light leaking through the coarse grids) is, to first order, a per-pixel
+factor shared by both lights: it stays inside the estimated "albedo" and carries over to the relit image. Colours
+are converted between sRGB and linear with the exact sRGB curves.
 
 When the source map is unknown, an order-2 SH lighting is fitted by least squares to the observed linear colours
 of all masked pixels (``observed ~ sum_lm w_lm Y_lm(n)``, the irradiance of a constant-albedo object), and the
@@ -27,9 +36,11 @@ refine_sigma_pixels`` pixels, then re-shades. ``t* = 0`` returns the input uncha
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Dict, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +48,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from relight3d.priors.base import GeneratorLike, PriorError, RelightingPrior, RelightingPriorConfig
+
+if TYPE_CHECKING:
+    from relight3d.lighting import PrefilteredEnvmap
 
 
 @dataclass
@@ -59,6 +73,17 @@ class PhysicalPriorConfig(RelightingPriorConfig):
     """Stage 2: albedo smoothing radius in pixels at t* = 1 (scaled by t*)."""
     envmap_height: int = 64
     """Height at which maps are prefiltered for the specular term."""
+    shadows: bool = True
+    """Cast shadows: ask the pipeline for the field's light visibility and shade with it (see the module
+    docstring). Without a ``"visibility"`` G-buffer (2D use) the prior shades without shadows."""
+    shadow_directions_height: int = 12
+    """Rows of the coarse map whose pixel centres are the shadow directions (12: 288 directions, 15 degrees)."""
+    shadow_volume_resolution: int = 64
+    """Cells per side of the density grid the shadow rays are traced through."""
+    shadow_strength: float = 0.6
+    """How much of the shadowing is applied: the shadowed share of the irradiance becomes
+    ``1 - shadow_strength * (1 - share)``. Below 1 stands in for the light that interreflections bring into
+    shadowed regions, which the visibility term leaves out."""
     normal_smoothing_pixels: float = 2.0
     """Gaussian sigma (pixels) of the masked blur applied to the normal G-buffer before shading; 0 turns it off.
     Density-gradient normals of a grid field are noisy at pixel scale, and shading under a hard light turns that
@@ -100,19 +125,50 @@ class PhysicalPrior(RelightingPrior):
     def resolution(self) -> Optional[int]:
         return None  # works at the input size
 
-    # --- shading terms ---------------------------------------------------------------------------------------
-    def _terms(self, envmap: Tensor, normals: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
-        """Lambertian shading ``E(n)/pi`` and the dielectric specular term under ``envmap``."""
-        from relight3d.lighting import PrefilteredEnvmap, diffuse_shading, shade
+    @property
+    def visibility_settings(self) -> Optional[Tuple[int, int]]:
+        if not self.config.shadows:
+            return None
+        return self.config.shadow_directions_height, self.config.shadow_volume_resolution
 
-        env = PrefilteredEnvmap.from_envmap(envmap.float(), base_height=min(self.config.envmap_height, envmap.shape[0]))
-        env = env.to(normals.device)
+    # --- shading terms ---------------------------------------------------------------------------------------
+    def _prefiltered(self, envmap: Tensor) -> "PrefilteredEnvmap":
+        """The prefiltered map, cached by content: prefiltering a 512 x 1024 map takes seconds, and the pipeline
+        passes the same source and target maps to every batch of stage 1 and every iteration of stage 2."""
+        from relight3d.lighting import PrefilteredEnvmap
+
+        env = envmap.detach().float().cpu().contiguous()
+        key = (tuple(env.shape), hashlib.sha1(env.numpy().tobytes()).hexdigest())
+        cache: "OrderedDict[tuple, PrefilteredEnvmap]" = self.__dict__.setdefault("_prefiltered_cache", OrderedDict())
+        if key not in cache:
+            cache[key] = PrefilteredEnvmap.from_envmap(env, base_height=min(self.config.envmap_height, env.shape[0]))
+            while len(cache) > 4:
+                cache.popitem(last=False)
+        cache.move_to_end(key)
+        return cache[key]
+
+    def _terms(
+        self, envmap: Tensor, normals: Tensor, directions: Tensor, visibility: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """Lambertian shading ``E(n)/pi`` and the dielectric specular term under ``envmap`` (shadowed when the
+        per-pixel ``visibility`` towards the shadow directions is given)."""
+        from relight3d.lighting import diffuse_shading, shade, shadow_factor
+
+        env = self._prefiltered(envmap).to(normals.device)
         diffuse = diffuse_shading(normals, env)
+        share = None
+        if visibility is not None:
+            share = shadow_factor(visibility, normals, envmap.to(normals.device), self.config.shadow_directions_height)
+            share = 1.0 - self.config.shadow_strength * (1.0 - share)
+            diffuse = diffuse * share
         if self.config.specular_weight == 0.0:
             return diffuse, torch.zeros_like(diffuse)
         ones = torch.ones_like(normals[..., :1])
         out = shade(normals, directions, torch.zeros_like(normals), ones * self.config.roughness, ones * 0.0, env)
-        return diffuse, out["specular"] * self.config.specular_weight
+        specular = out["specular"] * self.config.specular_weight
+        if share is not None:
+            specular = specular * share.mean(-1, keepdim=True)
+        return diffuse, specular
 
     def _gbuffers(
         self, gbuffers: Optional[Dict[str, Tensor]], shape: torch.Size, masks: Optional[Tensor] = None
@@ -135,11 +191,31 @@ class PhysicalPrior(RelightingPrior):
             normals = F.normalize(masked_gaussian_blur(normals, masks.float(), sigma), dim=-1, eps=1e-8)
         return normals, F.normalize(directions.float(), dim=-1, eps=1e-8)
 
+    def _visibility(self, gbuffers: Optional[Dict[str, Tensor]], shape: torch.Size) -> Optional[Tensor]:
+        """The ``"visibility"`` G-buffer ``[b, h, w, k]`` when shadows are on and the pipeline provided it."""
+        vis = None if gbuffers is None or not self.config.shadows else gbuffers.get("visibility")
+        if vis is None:
+            return None
+        k = 2 * self.config.shadow_directions_height**2
+        if vis.shape[:3] != shape[:3] or vis.shape[-1] != k:
+            raise PriorError(
+                type(self.config).__name__,
+                f"visibility G-buffer {tuple(vis.shape)} does not match the images {tuple(shape[:3])} and {k} "
+                "shadow directions",
+            )
+        return vis.float()
+
     def _source_terms(
-        self, linear: Tensor, masks: Tensor, normals: Tensor, directions: Tensor, source: Optional[Tensor]
+        self,
+        linear: Tensor,
+        masks: Tensor,
+        normals: Tensor,
+        directions: Tensor,
+        source: Optional[Tensor],
+        visibility: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
         if source is not None:
-            return self._terms(source, normals, directions)
+            return self._terms(source, normals, directions, visibility)
         from relight3d.lighting import sh_basis
 
         sel = masks[..., 0] > 0.5
@@ -167,12 +243,13 @@ class PhysicalPrior(RelightingPrior):
         """Relight by dividing out the source shading and multiplying in the target's (see the module docstring)."""
         self.check_inputs(images, masks, cameras, target_envmap)
         normals, directions = self._gbuffers(gbuffers, images.shape, masks)
+        visibility = self._visibility(gbuffers, images.shape)
         linear = _srgb_to_linear(images.float())
-        d_src, s_src = self._source_terms(linear, masks, normals, directions, source_envmap)
+        d_src, s_src = self._source_terms(linear, masks, normals, directions, source_envmap, visibility)
         albedo = ((linear - s_src).clamp_min(0.0) / d_src.clamp_min(self.config.shading_floor)).clamp(
             0.0, self.config.max_albedo
         )
-        d_tgt, s_tgt = self._terms(target_envmap, normals, directions)
+        d_tgt, s_tgt = self._terms(target_envmap, normals, directions, visibility)
         relit = _linear_to_srgb(albedo * d_tgt + s_tgt)
         return torch.where(masks > 0, relit, images).to(images.dtype)
 
@@ -194,7 +271,7 @@ class PhysicalPrior(RelightingPrior):
         if t_star <= 0.0:
             return images.clone()
         normals, directions = self._gbuffers(gbuffers, images.shape, masks)
-        d_tgt, s_tgt = self._terms(target_envmap, normals, directions)
+        d_tgt, s_tgt = self._terms(target_envmap, normals, directions, self._visibility(gbuffers, images.shape))
         linear = _srgb_to_linear(images.float())
         albedo = ((linear - s_tgt).clamp_min(0.0) / d_tgt.clamp_min(self.config.shading_floor)).clamp(
             0.0, self.config.max_albedo

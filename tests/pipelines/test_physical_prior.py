@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from relight3d.lighting import PrefilteredEnvmap, diffuse_shading, linear_to_srgb, shade
+from relight3d.lighting import PrefilteredEnvmap, diffuse_shading, linear_to_srgb, shade, shadow_factor
 from relight3d.priors.base import PriorError
 from relight3d.priors.physical import PhysicalPriorConfig, masked_gaussian_blur
 
@@ -61,6 +61,46 @@ def test_relight_matches_forward_shading_under_the_target(specular_weight: float
     assert float((img_a - img_b).abs()[inside].mean()) > 0.05
     # pixels outside the mask keep their input values
     assert torch.equal(relit[~inside], img_a[~inside])
+
+
+def test_relight_with_cast_shadows_matches_shadowed_forward_shading() -> None:
+    """With a visibility G-buffer, the prior inverts and re-applies each light's shadowed irradiance: an image
+    rendered with shadows under light A is relit to the shadowed rendering under light B, and ignoring the
+    shadows is measurably worse."""
+    normals, directions, mask, cam = _sphere_view()
+    height = 6
+    k = 2 * height * height
+    gen = torch.Generator().manual_seed(1)
+    albedo = torch.rand(1, 24, 24, 3, generator=gen) * 0.5 + 0.1
+    # Occlude every direction with x > 0 for the left half of the view (a wall on the +X side), none elsewhere.
+    from relight3d.lighting import visibility_directions
+
+    dirs = visibility_directions(height)
+    vis = torch.ones(1, 24, 24, k)
+    vis[:, :, :12] = (dirs[:, 0] <= 0).float()
+    env_a, env_b = _envmaps()
+    env_b = env_b.clone()
+    env_b[6:10, 14:18] += 20.0  # a sun near the horizon towards +X: the wall shadows it
+
+    def render(env):
+        pre = PrefilteredEnvmap.from_envmap(env, base_height=16)
+        share = shadow_factor(vis, normals, env, height)
+        return linear_to_srgb((albedo * diffuse_shading(normals, pre) * share).clamp(0, 1))
+
+    img_a, img_b = render(env_a), render(env_b)
+    inside = mask[..., 0] > 0
+    cfg = dict(specular_weight=0.0, envmap_height=16, normal_smoothing_pixels=0, shadow_directions_height=height,
+               shadow_strength=1.0)  # fmt: skip
+    gb = {"normals": normals, "directions": directions, "visibility": vis}
+    relit = PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    assert float((relit - img_b).abs()[inside].max()) < 2e-3
+    unshadowed = PhysicalPriorConfig(**cfg, shadows=False).setup()
+    plain = unshadowed.relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    assert float((plain - img_b).abs()[inside].mean()) > 0.01
+    # A visibility G-buffer for another direction count is a one-line error.
+    bad = {**gb, "visibility": vis[..., :-1]}
+    with pytest.raises(PriorError, match="visibility"):
+        PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_b, gbuffers=bad, source_envmap=env_a)
 
 
 def test_unknown_source_light_is_fitted_up_to_scale() -> None:
