@@ -100,6 +100,10 @@ class RelightingPipelineConfig(VanillaPipelineConfig):
     """Stage-2 noise level t* at its last iteration."""
     t_star_schedule: Literal["exponential", "linear", "constant"] = "exponential"
     """How t* moves from start to end over stage 2 ('constant' keeps t_star_start, like the public code)."""
+    stage2_lr_scale: float = 0.1
+    """Every learning rate is multiplied by this when stage 2 starts. A stage-2 iteration fits one view, and Adam's
+    normalised steps at the stage-1 rates drift the shared appearance basis and decoder: on the generated armadillo
+    under forest, 50 such iterations after 600 of stage 1 took the in-mask PSNR from 23.7 to 16.0 dB (raw)."""
     stage2_l1_weight: float = 1.0
     """Weight of the L1 loss between the render and its refined version."""
     stage2_lpips_weight: float = 0.0
@@ -287,10 +291,33 @@ class RelightingPipeline(VanillaPipeline):
         return (Path(base) if base is not None else Path("outputs/relight3d-stage1")) / "stage1"
 
     def get_training_callbacks(self, training_callback_attributes):  # noqa: ANN001, ANN201
+        from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
         trainer = training_callback_attributes.trainer
         if trainer is not None and self.config.cache_dir is None:
             self.__dict__["_base_dir"] = Path(trainer.base_dir)
-        return super().get_training_callbacks(training_callback_attributes)
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        optimizers = training_callback_attributes.optimizers
+        if optimizers is not None and self.config.stage2_lr_scale != 1.0:
+
+            def scale_for_stage2(step: int) -> None:
+                # Once, at the first stage-2 iteration (also after resuming past it): the schedulers compute each
+                # rate as base rate x decay(step), so their base rates are scaled along with the current ones.
+                if step < self.config.stage1_steps or self.__dict__.get("_stage2_lr_scaled"):
+                    return
+                scale = self.config.stage2_lr_scale
+                for name, optimizer in optimizers.optimizers.items():
+                    for group in optimizer.param_groups:
+                        group["lr"] *= scale
+                    scheduler = optimizers.schedulers.get(name)
+                    if scheduler is not None:
+                        scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
+                self.__dict__["_stage2_lr_scaled"] = True
+
+            callbacks.append(
+                TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], func=scale_for_stage2)
+            )
+        return callbacks
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         """Appearance only: density is frozen."""
