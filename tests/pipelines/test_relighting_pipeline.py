@@ -69,6 +69,17 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     assert not torch.equal(state["field.appearance_planes"], field_state["field.appearance_planes"])
     ckpt = latest_checkpoint(trainer.base_dir / "nerfstudio_models")
     assert ckpt is not None and load_checkpoint_file(ckpt)["step"] == 14
+    # stage 2 ran at a tenth of the scheduled learning rates (the schedulers' base rates were scaled once)
+    scheduler = trainer.optimizers.schedulers["appearance_grid"]
+    assert scheduler.base_lrs[0] == pytest.approx(0.02 * pipeline.config.stage2_lr_scale)
+    # cast shadows: per object pixel, the transmittance towards the 288 shadow directions. A surface point sees
+    # about the hemisphere around its normal, so roughly half of the directions are blocked by the object itself;
+    # background pixels read 1.
+    vis = pipeline.training_view_visibility(torch.arange(n))
+    fg = pipeline.training_view_gbuffers()["accumulation"][..., 0] > 0.5
+    assert vis.shape == (n, *fg.shape[1:], 2 * 12**2)
+    assert bool((vis[~fg] == 1).all()) and float(vis.min()) >= 0.0 and float(vis.max()) <= 1.0
+    assert 0.3 < float(vis[fg].mean()) < 0.75
 
     # resume: the stage-1 cache is reused (no new files), training continues from the checkpoint
     stamp = (cache / "pred_image" / "000.png").stat().st_mtime_ns
