@@ -28,7 +28,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Literal, Mapping, Optional, Tuple, Type, Union
+from typing import Annotated, Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -258,14 +258,16 @@ class RelightingPipeline(VanillaPipeline):
         c = self.config
         if c.target_envmap is None:
             raise DataError("--pipeline.target-envmap", "relighting needs a target environment map")
-        key = (str(c.target_envmap), c.target_envmap_strength, c.target_rotation_deg)
-        cached = self.__dict__.get("_target_envmap")
-        if cached is None or cached[0] != key:  # read once: stage 2 asks for it every iteration
+
+        def load() -> Tensor:
             env = read_envmap(c.target_envmap) * c.target_envmap_strength
             if c.target_rotation_deg:
                 env = rotate_envmap_about_up(env, math.radians(c.target_rotation_deg))
-            cached = self.__dict__["_target_envmap"] = (key, env)
-        return cached[1]
+            return env
+
+        return self._cached(
+            "_target_envmap", (str(c.target_envmap), c.target_envmap_strength, c.target_rotation_deg), load
+        )
 
     def source_envmap(self) -> Optional[Float[Tensor, "h w 3"]]:
         """The training light's map, when known (config, or the dataparser's metadata)."""
@@ -278,10 +280,15 @@ class RelightingPipeline(VanillaPipeline):
             path = paths[0] if len(paths) == 1 else None
         if path is None:
             return None
-        key = (str(path), self.config.source_envmap_strength)
-        cached = self.__dict__.get("_source_envmap")
+        strength = self.config.source_envmap_strength
+        return self._cached("_source_envmap", (str(path), strength), lambda: read_envmap(path) * strength)
+
+    def _cached(self, name: str, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()``, kept under ``name`` until ``key`` changes (maps are read once: stage 2 asks for them every
+        iteration; the shadow tracing runs once per field)."""
+        cached = self.__dict__.get(name)
         if cached is None or cached[0] != key:
-            cached = self.__dict__["_source_envmap"] = (key, read_envmap(path) * self.config.source_envmap_strength)
+            cached = self.__dict__[name] = (key, build())
         return cached[1]
 
     def stage1_dir(self) -> Path:
@@ -358,8 +365,7 @@ class RelightingPipeline(VanillaPipeline):
             return None
         from relight3d.lighting import sample_density_volume, transmittance_towards, visibility_directions
 
-        cached = self.__dict__.get("_visibility")
-        if cached is None or cached[0] != settings:
+        def trace() -> Tuple[Tensor, Tensor, Tensor, Tensor]:
             height, resolution = settings
             gb = self.training_view_gbuffers()
             fg = gb["accumulation"][..., 0] > 0.5
@@ -368,19 +374,14 @@ class RelightingPipeline(VanillaPipeline):
             volume = sample_density_volume(field_.density, aabb, resolution)
             cell = float((aabb[3:] - aabb[:3]).max()) / resolution
             points = gb["points"][fg] + F.normalize(gb["normals"][fg], dim=-1) * (1.5 * cell)
-            dirs = visibility_directions(height)
-            started = time.perf_counter()
-            trans = transmittance_towards(volume.cpu(), aabb.cpu(), points.cpu(), dirs)
-            self.timings["visibility_seconds"] = time.perf_counter() - started
-            cached = (settings, fg, (trans * 255.0).round().to(torch.uint8))
-            self.__dict__["_visibility"] = cached
-        _, fg, packed = cached
+            trans = transmittance_towards(volume.cpu(), aabb.cpu(), points.cpu(), visibility_directions(height))
+            # Object pixels are stored view after view: each view's count and the offset of its first pixel.
+            counts = fg.flatten(1).sum(1)
+            return fg, (trans * 255.0).round().to(torch.uint8), counts, torch.cumsum(counts, 0) - counts
+
+        fg, packed, counts, starts = self._cached("_visibility", settings, trace)
         views = torch.as_tensor(views).reshape(-1)
-        k = packed.shape[-1]
-        out = torch.ones(len(views), *fg.shape[1:], k)
-        # Object pixels are stored view after view: offsets of each view's first pixel in ``packed``.
-        counts = fg.flatten(1).sum(1)
-        starts = torch.cumsum(counts, 0) - counts
+        out = torch.ones(len(views), *fg.shape[1:], packed.shape[-1])
         for j, v in enumerate(views.tolist()):
             out[j][fg[v]] = packed[starts[v] : starts[v] + counts[v]].float() / 255.0
         return out

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from relight3d.lighting import PrefilteredEnvmap, diffuse_shading, linear_to_srgb, shade, shadow_factor
+from relight3d.lighting import (
+    PrefilteredEnvmap,
+    diffuse_shading,
+    linear_to_srgb,
+    shade,
+    shadow_factor,
+    visibility_directions,
+)
 from relight3d.priors.base import PriorError
 from relight3d.priors.physical import PhysicalPriorConfig, masked_gaussian_blur
 
@@ -73,8 +80,6 @@ def test_relight_with_cast_shadows_matches_shadowed_forward_shading() -> None:
     gen = torch.Generator().manual_seed(1)
     albedo = torch.rand(1, 24, 24, 3, generator=gen) * 0.5 + 0.1
     # Occlude every direction with x > 0 for the left half of the view (a wall on the +X side), none elsewhere.
-    from relight3d.lighting import visibility_directions
-
     dirs = visibility_directions(height)
     vis = torch.ones(1, 24, 24, k)
     vis[:, :, :12] = (dirs[:, 0] <= 0).float()
