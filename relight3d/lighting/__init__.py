@@ -50,10 +50,12 @@ _EXPORTS: Dict[str, str] = {
     "diffuse_shading": "shading",
     "env_brdf_approx": "shading",
     "prefilter_ggx": "shading",
+    "irradiance_map": "shading",
     # visibility (cast shadows)
     "sample_density_volume": "visibility",
     "transmittance_towards": "visibility",
     "shadow_factor": "visibility",
+    "occluded_fraction": "visibility",
     "visibility_directions": "visibility",
     # summaries
     "summarize_envmap": "summary",
@@ -75,6 +77,7 @@ __all__ = [
     "ldr_encoding",
     "linear_to_srgb",
     "prefilter_ggx",
+    "irradiance_map",
     "preview_envmap",
     "project_sh",
     "read_envmap",
@@ -86,6 +89,7 @@ __all__ = [
     "sample_density_volume",
     "sample_envmap",
     "shadow_factor",
+    "occluded_fraction",
     "sh_basis",
     "sh_irradiance",
     "shade",
@@ -132,12 +136,14 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         PrefilteredEnvmap,
         diffuse_shading,
         env_brdf_approx,
+        irradiance_map,
         prefilter_ggx,
         shade,
     )
     from relight3d.lighting.spherical_harmonics import eval_sh, project_sh, sh_basis, sh_irradiance
     from relight3d.lighting.summary import preview_envmap, summarize_envmap
     from relight3d.lighting.visibility import (
+        occluded_fraction,
         sample_density_volume,
         shadow_factor,
         transmittance_towards,

@@ -97,6 +97,33 @@ def prefilter_ggx(
     return torch.cat(rows, dim=0)
 
 
+def irradiance_map(
+    envmap: Float[Tensor, "h w c"], height: int, source_height: Optional[int] = None
+) -> Float[Tensor, "height 2*height c"]:
+    """Irradiance ``E(n) = integral L(w) max(0, n.w) dw`` for the texel directions ``n`` of a ``height x 2 height``
+    map, by brute force over the texels of the map resized (power-preserving) to ``source_height`` (default
+    ``2 * height``, at most the map's own height).
+
+    Unlike order-2 SH, this does not ring: under a small sun, SH irradiance is off by tens of percent on the side
+    away from the sun, which the cosine convolution keeps exact. The lobe is wide (a cosine), so a 32-row map
+    looked up bilinearly is accurate; the cost is ``(2 height^2) * (2 source_height^2)`` weights.
+
+    Example:
+        >>> out = irradiance_map(torch.full((16, 32, 3), 2.0), height=4)
+        >>> bool(torch.allclose(out, torch.full((4, 8, 3), 2.0 * math.pi), rtol=0.02))
+        True
+    """
+    source_height = min(envmap.shape[0], 2 * height) if source_height is None else source_height
+    source = resize_envmap(envmap, source_height)
+    src_h, src_w, channels = source.shape
+    src_dirs = envmap_directions(src_h, src_w, device=envmap.device, dtype=envmap.dtype).reshape(-1, 3)
+    power = source.reshape(-1, channels) * envmap_solid_angles(
+        src_h, src_w, device=envmap.device, dtype=envmap.dtype
+    ).reshape(-1, 1)
+    out_dirs = envmap_directions(height, 2 * height, device=envmap.device, dtype=envmap.dtype).reshape(-1, 3)
+    return ((out_dirs @ src_dirs.T).clamp_min(0.0) @ power).reshape(height, 2 * height, channels)
+
+
 def env_brdf_approx(
     roughness: Float[Tensor, "*bs 1"], n_dot_v: Float[Tensor, "*bs 1"]
 ) -> tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs 1"]]:
@@ -116,20 +143,23 @@ def env_brdf_approx(
 
 
 class PrefilteredEnvmap:
-    """An environment map ready for shading: split-sum specular levels and SH coefficients of its irradiance.
+    """An environment map ready for shading: split-sum specular levels and the irradiance of its diffuse term.
 
     Attributes:
         levels: ``n_levels`` maps ``[h_k, 2 h_k, 3]``; level ``k`` is prefiltered for roughness ``k / (n_levels - 1)``.
-        sh_coeffs: ``[(sh_order + 1)^2, 3]`` SH projection of the full-resolution map (for the diffuse term).
+        sh_coeffs: ``[(sh_order + 1)^2, 3]`` SH projection of the full-resolution map.
+        irradiance_levels: None (the diffuse term uses ``sh_coeffs``) or an :func:`irradiance_map` ``[h, 2h, 3]``
+            looked up bilinearly (exact cosine convolution; better under small bright sources).
 
     Build it with :meth:`from_envmap`; it keeps the autograd graph to the source map, so lighting can be optimised.
     """
 
-    def __init__(self, levels: Sequence[Tensor], sh_coeffs: Tensor) -> None:
+    def __init__(self, levels: Sequence[Tensor], sh_coeffs: Tensor, irradiance: Optional[Tensor] = None) -> None:
         if len(levels) < 2:
             raise ValueError("PrefilteredEnvmap needs at least 2 levels (roughness 0 and 1)")
         self.levels: List[Tensor] = list(levels)
         self.sh_coeffs = sh_coeffs
+        self.irradiance_levels = irradiance
 
     @classmethod
     def from_envmap(
@@ -139,6 +169,7 @@ class PrefilteredEnvmap:
         base_height: int = 64,
         min_height: int = 8,
         sh_order: int = 2,
+        irradiance_height: Optional[int] = None,
     ) -> PrefilteredEnvmap:
         """Prefilter ``envmap`` (linear radiance, world Z up) into ``n_levels`` roughness levels.
 
@@ -149,6 +180,8 @@ class PrefilteredEnvmap:
                 ``max(min_height, base_height / 2^k)``.
             min_height: smallest level height.
             sh_order: SH order of the diffuse irradiance (>= 2 recommended).
+            irradiance_height: None: the diffuse term uses the SH irradiance; a height: it uses an
+                :func:`irradiance_map` of that height instead (32 is accurate to about 1%).
 
         Example:
             >>> env = PrefilteredEnvmap.from_envmap(torch.rand(32, 64, 3), n_levels=4, base_height=16)
@@ -162,7 +195,8 @@ class PrefilteredEnvmap:
         for k in range(1, n_levels):
             height = max(min_height, base_height >> k)
             levels.append(prefilter_ggx(envmap, k / (n_levels - 1), height))
-        return cls(levels, project_sh(envmap, sh_order))
+        irradiance = None if irradiance_height is None else irradiance_map(envmap, irradiance_height)
+        return cls(levels, project_sh(envmap, sh_order), irradiance)
 
     @property
     def n_levels(self) -> int:
@@ -171,10 +205,13 @@ class PrefilteredEnvmap:
 
     def to(self, device: Union[str, torch.device]) -> PrefilteredEnvmap:
         """A copy on ``device``."""
-        return PrefilteredEnvmap([level.to(device) for level in self.levels], self.sh_coeffs.to(device))
+        irradiance = None if self.irradiance_levels is None else self.irradiance_levels.to(device)
+        return PrefilteredEnvmap([level.to(device) for level in self.levels], self.sh_coeffs.to(device), irradiance)
 
     def irradiance(self, normals: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 3"]:
-        """Irradiance ``integral L max(0, n.w) dw`` at ``normals`` (from the SH coefficients)."""
+        """Irradiance ``integral L max(0, n.w) dw`` at ``normals`` (irradiance map when built with one, else SH)."""
+        if self.irradiance_levels is not None:
+            return sample_envmap(self.irradiance_levels, normals)
         return sh_irradiance(self.sh_coeffs, normals)
 
     def specular(self, directions: Float[Tensor, "*bs 3"], roughness: Float[Tensor, "*bs 1"]) -> Float[Tensor, "*bs 3"]:
@@ -228,6 +265,8 @@ def diffuse_shading(
         >>> torch.allclose(shading, torch.full((1, 3), 0.5))
         True
     """
+    if isinstance(env_or_coeffs, PrefilteredEnvmap):
+        return env_or_coeffs.irradiance(normals) / math.pi
     coeffs = _as_coefficients(env_or_coeffs)
     return sh_irradiance(coeffs, normals.to(coeffs.dtype)) / math.pi
 

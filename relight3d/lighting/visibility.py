@@ -138,3 +138,16 @@ def shadow_factor(
     lit = cosine @ power  # [*bs, 3]
     shadowed = (cosine * transmittance.to(cosine)) @ power
     return torch.where(lit > 1e-8, shadowed / lit.clamp_min(1e-8), torch.ones_like(lit)).clamp(0.0, 1.0)
+
+
+def occluded_fraction(
+    transmittance: Float[Tensor, "*bs k"], normals: Float[Tensor, "*bs 3"], directions_height: int
+) -> Float[Tensor, "*bs 1"]:
+    """Cosine-weighted share of the hemisphere around each normal that is blocked: ``sum_k (1 - T_k) max(0, n.w_k)
+    dw_k / sum_k max(0, n.w_k) dw_k`` over the ``directions_height x 2 directions_height`` directions. 0 in the open,
+    1 when every direction is blocked (the ambient occlusion of the point)."""
+    weights = envmap_solid_angles(directions_height, 2 * directions_height, device=normals.device).reshape(-1)
+    dirs = visibility_directions(directions_height, device=normals.device).to(normals)
+    cosine = (normals @ dirs.T).clamp_min(0.0) * weights.to(normals)  # [*bs, k]
+    blocked = (cosine * (1.0 - transmittance.to(cosine))).sum(-1, keepdim=True)
+    return blocked / cosine.sum(-1, keepdim=True).clamp_min(1e-8)

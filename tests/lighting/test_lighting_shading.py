@@ -14,6 +14,7 @@ from relight3d.lighting import (
     envmap_directions,
     envmap_solid_angles,
     eval_sh,
+    irradiance_map,
     prefilter_ggx,
     project_sh,
     sample_envmap,
@@ -238,3 +239,24 @@ def test_cuda_matches_cpu() -> None:
         out = shade(*(t.to(device) for t in (normals, -normals, albedo, roughness, metallic)), env)
         results[device] = torch.cat([out["rgb"], diffuse_shading(normals.to(device), rotated)], dim=-1).cpu()
     assert torch.allclose(results["cuda"], results["cpu"], rtol=1e-4, atol=1e-5)
+
+
+def test_irradiance_map_matches_the_cosine_integral_where_sh_rings() -> None:
+    """Under a small bright sun, the irradiance map is the exact cosine integral (brute force over the map's texels,
+    looked up bilinearly); order-2 SH is off by far more on the side away from the sun. Uniform light gives pi L."""
+    uniform = irradiance_map(torch.full((32, 64, 3), 0.7), 16)
+    assert torch.allclose(uniform, torch.full((16, 32, 3), 0.7 * math.pi), rtol=2e-3)
+    sky = torch.full((64, 128, 3), 0.05)
+    sky[20:22, 40:42] = 400.0  # a sun about 50 degrees above the horizon
+    dirs = envmap_directions(64, 128).reshape(-1, 3)
+    power = (sky * envmap_solid_angles(64, 128)[..., None]).reshape(-1, 3)
+    normals = _unit(400, seed=3)
+    exact = (normals @ dirs.T).clamp_min(0.0) @ power
+    env = PrefilteredEnvmap.from_envmap(sky, n_levels=2, base_height=8, irradiance_height=32)
+    scale = float(exact.max())
+    map_error = float((env.irradiance(normals) - exact).abs().max()) / scale
+    sh_error = float((diffuse_shading(normals, project_sh(sky, 2)) * math.pi - exact).abs().max()) / scale
+    assert map_error < 0.03, map_error
+    assert sh_error > 3 * map_error, (sh_error, map_error)
+    # diffuse_shading of a PrefilteredEnvmap follows the map it was built with
+    assert torch.allclose(diffuse_shading(normals, env), env.irradiance(normals) / math.pi)

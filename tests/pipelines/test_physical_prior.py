@@ -11,12 +11,13 @@ from relight3d.lighting import (
     PrefilteredEnvmap,
     diffuse_shading,
     linear_to_srgb,
+    occluded_fraction,
     shade,
     shadow_factor,
     visibility_directions,
 )
 from relight3d.priors.base import PriorError
-from relight3d.priors.physical import PhysicalPriorConfig, masked_gaussian_blur
+from relight3d.priors.physical import PhysicalPriorConfig, masked_gaussian_blur, normals_from_points
 
 
 def _sphere_view(res: int = 24):
@@ -44,8 +45,13 @@ def _envmaps():
     return a, b
 
 
+def _prefiltered(env):
+    """The maps as the prior prefilters them (envmap_height=16, its default irradiance map)."""
+    return PrefilteredEnvmap.from_envmap(env, base_height=16, irradiance_height=32)
+
+
 def _render(albedo, normals, directions, env, specular_weight, roughness=0.5):
-    pre = PrefilteredEnvmap.from_envmap(env, base_height=16)
+    pre = _prefiltered(env)
     ones = torch.ones_like(normals[..., :1])
     spec = shade(normals, directions, torch.zeros_like(normals), ones * roughness, ones * 0.0, pre)["specular"]
     return linear_to_srgb((albedo * diffuse_shading(normals, pre) + specular_weight * spec).clamp(0, 1))
@@ -88,14 +94,14 @@ def test_relight_with_cast_shadows_matches_shadowed_forward_shading() -> None:
     env_b[6:10, 14:18] += 20.0  # a sun near the horizon towards +X: the wall shadows it
 
     def render(env):
-        pre = PrefilteredEnvmap.from_envmap(env, base_height=16)
+        pre = _prefiltered(env)
         share = shadow_factor(vis, normals, env, height)
         return linear_to_srgb((albedo * diffuse_shading(normals, pre) * share).clamp(0, 1))
 
     img_a, img_b = render(env_a), render(env_b)
     inside = mask[..., 0] > 0
     cfg = dict(specular_weight=0.0, envmap_height=16, normal_smoothing_pixels=0, shadow_directions_height=height,
-               shadow_strength=1.0)  # fmt: skip
+               shadow_strength=1.0, interreflection=False)  # fmt: skip
     gb = {"normals": normals, "directions": directions, "visibility": vis}
     relit = PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
     assert float((relit - img_b).abs()[inside].max()) < 2e-3
@@ -168,3 +174,91 @@ def test_missing_gbuffers_is_a_one_line_error() -> None:
     prior = PhysicalPriorConfig().setup()
     with pytest.raises(PriorError, match="normals"):
         prior.relight(torch.rand(1, 8, 8, 3), mask, cam, env_a)
+
+
+def _wall_scene(height: int = 6):
+    """The sphere view with a wall on the +X side hiding every direction with x > 0 from the left half."""
+    normals, directions, mask, cam = _sphere_view()
+    vis = torch.ones(1, 24, 24, 2 * height * height)
+    vis[:, :, :12] = (visibility_directions(height)[:, 0] <= 0).float()
+    return normals, directions, mask, cam, vis
+
+
+def test_interreflection_lights_occluded_directions_with_the_objects_mean_radiance() -> None:
+    """With interreflection, the hidden share of each hemisphere is lit by the object's mean radiance (under the
+    source light: the observed mean; under the target: scaled by the ratio of mean direct shadings). An image
+    rendered with that model under light A is relit to its rendering under light B; the model is really used
+    (without it the error is larger), and relighting to the source light itself is the identity."""
+    height = 6
+    normals, directions, mask, cam, vis = _wall_scene(height)
+    albedo = torch.rand(1, 24, 24, 3, generator=torch.Generator().manual_seed(2)) * 0.5 + 0.1
+    env_a, env_b = _envmaps()
+    env_b = env_b.clone()
+    env_b[6:10, 14:18] += 20.0
+    inside = mask[..., 0] > 0
+    occlusion = occluded_fraction(vis, normals, height)
+    strength = 0.6
+
+    def mean_in(x):
+        return x[inside].mean(0)
+
+    def direct(env):
+        share = 1.0 - strength * (1.0 - shadow_factor(vis, normals, env, height))
+        return diffuse_shading(normals, _prefiltered(env)) * share
+
+    d_a, d_b = direct(env_a), direct(env_b)
+    radiance_a = torch.zeros(3)
+    for _ in range(50):  # the observed mean radiance is a fixed point of the model
+        radiance_a = mean_in(albedo * (d_a + strength * occlusion * radiance_a))
+    radiance_b = radiance_a * mean_in(d_b) / mean_in(d_a)
+    img_a = linear_to_srgb((albedo * (d_a + strength * occlusion * radiance_a)).clamp(0, 1))
+    img_b = linear_to_srgb((albedo * (d_b + strength * occlusion * radiance_b)).clamp(0, 1))
+    cfg = dict(specular_weight=0.0, envmap_height=16, normal_smoothing_pixels=0, shadow_directions_height=height,
+               shadow_strength=strength)  # fmt: skip
+    gb = {"normals": normals, "directions": directions, "visibility": vis}
+    relit = PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    assert float((relit - img_b).abs()[inside].max()) < 3e-3
+    plain = PhysicalPriorConfig(**cfg, interreflection=False).setup()
+    without = plain.relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    assert float((without - img_b).abs()[inside].mean()) > 3 * float((relit - img_b).abs()[inside].mean())
+    same = PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_a, gbuffers=gb, source_envmap=env_a)
+    assert float((same - img_a).abs()[inside].max()) < 2e-3
+
+
+def test_occluded_fraction_closed_forms() -> None:
+    height = 8
+    dirs = visibility_directions(height)
+    up = torch.tensor([[0.0, 0.0, 1.0]])
+    assert torch.allclose(occluded_fraction(torch.ones(1, dirs.shape[0]), up, height), torch.zeros(1, 1))
+    assert torch.allclose(occluded_fraction(torch.zeros(1, dirs.shape[0]), up, height), torch.ones(1, 1))
+    # A wall hiding the +X half of the sky from an upward normal hides half of its cosine-weighted hemisphere.
+    half = occluded_fraction((dirs[:, 0] <= 0).float()[None], up, height)
+    assert abs(float(half) - 0.5) < 0.02
+
+
+def test_normals_from_points_plane_sphere_and_depth_edges() -> None:
+    """Normals of rendered points: exact on a tilted plane; close to the analytic normals of a sphere; at a depth
+    step the one-sided differences keep the front surface's normal; outward-facing (against the rays)."""
+    res = 32
+    v, u = torch.meshgrid(torch.linspace(-1, 1, res), torch.linspace(-1, 1, res), indexing="ij")
+    directions = torch.zeros(1, res, res, 3)
+    directions[..., 2] = -1.0  # orthographic camera looking down -z
+    mask = torch.ones(1, res, res, 1)
+    plane = torch.stack([u, -v, 0.3 * u - 0.2 * v - 2.0], -1)[None]  # z = 0.3 x + 0.2 y - 2
+    expected = torch.nn.functional.normalize(torch.tensor([-0.3, -0.2, 1.0]), dim=0)
+    got = normals_from_points(plane, directions, mask)
+    assert torch.allclose(got, expected.expand_as(got), atol=1e-5)
+    # Sphere of radius 1 seen from +z: points (x, y, sqrt(1 - r^2)); one-sided differences err by O(pixel).
+    for sphere_res, bound in ((32, 3.5), (64, 1.8)):
+        normals, _, sphere_mask, _ = _sphere_view(sphere_res)
+        sphere_normals = normals[0][:, :, [0, 2, 1]] * torch.tensor([1.0, 1.0, -1.0])  # rotate the -Y view to +z
+        sphere = sphere_normals[None] + torch.tensor([0.0, 0.0, -3.0])
+        rays = torch.zeros_like(sphere)
+        rays[..., 2] = -1.0
+        got = normals_from_points(sphere, rays, sphere_mask)
+        cos = (got[0] * sphere_normals).sum(-1)[sphere_mask[0, ..., 0] > 0]
+        assert float(torch.rad2deg(torch.acos(cos.clamp(-1, 1))).mean()) < bound
+    # A step: the right half is 1 unit further away. Both halves are flat, facing the camera.
+    step = torch.stack([u, -v, torch.where(u > 0, -3.0, -2.0)], -1)[None]
+    got = normals_from_points(step, directions, mask)
+    assert torch.allclose(got, torch.tensor([0.0, 0.0, 1.0]).expand_as(got), atol=1e-5)
