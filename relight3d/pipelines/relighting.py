@@ -110,6 +110,10 @@ class RelightingPipelineConfig(VanillaPipelineConfig):
     """Weight of LPIPS between the render and its refined version (needs LPIPS weights; see relight3d.eval)."""
     stage2_tv_weight: float = 0.01
     """Weight of the total variation of the rendered image."""
+    normal_fusion_resolution: int = 128
+    """Cells per side of the voxel grid in which the training views' normals (density gradient + depth) are
+    averaged into the ``"multiview_normals"`` G-buffer (:func:`relight3d.priors.normals.fuse_view_normals`);
+    0 leaves it out."""
     cache_dir: Optional[Path] = None
     """Folder of the stage-1 cache. Default: ``stage1/`` next to this run's checkpoints."""
     seed: int = 0
@@ -335,7 +339,8 @@ class RelightingPipeline(VanillaPipeline):
     # --- G-buffers of the training views -----------------------------------------------------------------------
     @torch.no_grad()
     def training_view_gbuffers(self) -> Dict[str, Tensor]:
-        """Rendered normals / accumulation / depth / rgb of every training view (geometry is frozen: computed once)."""
+        """Rendered normals / accumulation / depth / rgb / points of every training view, and their normals fused
+        across views (geometry is frozen: computed once)."""
         if self.__dict__["_gbuffers"] is None:
             cams = self.datamanager.train_cameras
             outs: Dict[str, List[Tensor]] = {}
@@ -349,7 +354,20 @@ class RelightingPipeline(VanillaPipeline):
                 for k, v in out.items():
                     outs.setdefault(k, []).append(v.cpu())
             self.model.train(was_training)
-            self.__dict__["_gbuffers"] = {k: torch.stack(v) for k, v in outs.items()}
+            gb = {k: torch.stack(v) for k, v in outs.items()}
+            if self.config.normal_fusion_resolution > 0:
+                from relight3d.priors.normals import fuse_view_normals, normals_from_points
+
+                fg = (gb["accumulation"] > 0.5).float()
+                both = F.normalize(gb["normals"], dim=-1) + normals_from_points(gb["points"], gb["directions"], fg)
+                gb["multiview_normals"] = fuse_view_normals(
+                    F.normalize(both, dim=-1, eps=1e-8),
+                    gb["points"],
+                    fg,
+                    self.model.field.aabb.detach().float().cpu(),
+                    self.config.normal_fusion_resolution,
+                )
+            self.__dict__["_gbuffers"] = gb
         return self.__dict__["_gbuffers"]
 
     @torch.no_grad()

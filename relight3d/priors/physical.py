@@ -48,6 +48,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from relight3d.priors.base import GeneratorLike, PriorError, RelightingPrior, RelightingPriorConfig
+from relight3d.priors.normals import normals_from_points
 
 if TYPE_CHECKING:
     from relight3d.lighting import PrefilteredEnvmap
@@ -92,13 +93,16 @@ class PhysicalPriorConfig(RelightingPriorConfig):
     interreflection: bool = True
     """With shadows: light the occluded directions of each point with the object's own mean radiance under that
     light (a one-bounce approximation; see the module docstring) instead of leaving them black."""
-    normal_source: Literal["density", "depth", "both"] = "both"
+    normal_source: Literal["density", "depth", "both", "multiview"] = "multiview"
     """Normals that shade: the field's density-gradient normals (``"normals"`` G-buffer), normals of the rendered
-    depth (cross product of neighbouring surface points, ``"points"`` G-buffer, :func:`normals_from_points`), or
-    their normalised sum. The two err differently (the gradient of trilinear grids is blocky at cell scale; depth
-    is noisy along the ray), so the sum is closer to the surface: on the benchmark's dragon, mean angle to the
-    mesh normals after smoothing 23.8 degrees (density), 23.1 (depth), 22.4 (both). Without a ``"points"``
-    G-buffer (2D use) the density normals are used."""
+    depth (cross product of neighbouring surface points, ``"points"`` G-buffer,
+    :func:`relight3d.priors.normals.normals_from_points`), their normalised sum, or that sum averaged over every
+    training view that sees the point (``"multiview_normals"`` G-buffer, made by the pipeline with
+    :func:`relight3d.priors.normals.fuse_view_normals`). Density and depth normals err differently (the gradient of
+    trilinear grids is blocky at cell scale; depth is noisy along the ray), and the depth noise differs from view to
+    view: on the benchmark's dragon, mean angle to the mesh normals after smoothing 23.8 degrees (density), 23.1
+    (depth), 22.4 (both), 21.5 (multiview). Missing G-buffers fall back along multiview -> both -> density (2D use
+    has only the density normals)."""
     normal_smoothing_pixels: float = 1.5
     """Gaussian sigma (pixels) of the masked blur applied to the normals before shading; 0 turns it off.
     Field normals are noisy at pixel scale, and shading under a hard light turns that noise into speckle (on the
@@ -222,7 +226,10 @@ class PhysicalPrior(RelightingPrior):
             directions[..., 2] = -1.0
         normals = F.normalize(normals, dim=-1, eps=1e-8)
         points = gbuffers.get("points")
-        if self.config.normal_source != "density" and points is not None and masks is not None:
+        fused = gbuffers.get("multiview_normals")
+        if self.config.normal_source == "multiview" and fused is not None and masks is not None:
+            normals = torch.where(masks > 0.5, F.normalize(fused.float(), dim=-1, eps=1e-8), normals)
+        elif self.config.normal_source != "density" and points is not None and masks is not None:
             from_depth = normals_from_points(points.float(), directions.float(), masks.float())
             normals = from_depth if self.config.normal_source == "depth" else normals + from_depth
             normals = torch.where(masks > 0.5, F.normalize(normals, dim=-1, eps=1e-8), gbuffers["normals"].float())
@@ -362,42 +369,3 @@ def masked_gaussian_blur(
     den = blur(m).clamp_min(1e-6)
     out = (num / den).permute(0, 2, 3, 1)
     return torch.where(masks > 0.5, out, image)
-
-
-def normals_from_points(
-    points: Float[Tensor, "b h w 3"], directions: Float[Tensor, "b h w 3"], masks: Float[Tensor, "b h w 1"]
-) -> Float[Tensor, "b h w 3"]:
-    """Unit normals of a rendered surface from its per-pixel 3D points (``origin + depth * direction``).
-
-    Per pixel, the horizontal and vertical tangents are the differences to the neighbouring points; of the two
-    neighbours on each axis the closer one in 3D is used (a one-sided difference), so a depth edge does not tilt the
-    normal of the surface in front of it. The normal is the cross product of the tangents, turned to face the
-    camera (against ``directions``). Neighbours outside the mask are not used; where no neighbour on an axis is in
-    the mask the normal is undefined and falls back to ``-directions``.
-    """
-    inside = (masks > 0.5).to(points.dtype)
-    far = torch.finfo(points.dtype).max / 4
-
-    def tangent(axis: int) -> Tensor:
-        step = torch.diff(points, dim=axis)  # p[i + 1] - p[i]
-        n = step.shape[axis]
-        valid = torch.narrow(inside, axis, 1, n) * torch.narrow(inside, axis, 0, n)
-        zero_step = torch.zeros_like(torch.narrow(points, axis, 0, 1))
-        zero_valid = torch.zeros_like(torch.narrow(inside, axis, 0, 1))
-        candidates = []
-        for shifted, ok in (
-            (torch.cat([step, zero_step], dim=axis), torch.cat([valid, zero_valid], dim=axis)),  # to the next pixel
-            (torch.cat([zero_step, step], dim=axis), torch.cat([zero_valid, valid], dim=axis)),  # from the previous one
-        ):
-            length = torch.where(ok > 0, shifted.norm(dim=-1, keepdim=True), torch.full_like(ok, far))
-            candidates.append((shifted, length))
-        (ahead, len_ahead), (behind, len_behind) = candidates
-        t = torch.where(len_ahead <= len_behind, ahead, behind)
-        return torch.where(torch.minimum(len_ahead, len_behind) < far, t, torch.zeros_like(t))
-
-    du, dv = tangent(2), tangent(1)  # along image columns (x) and rows (y)
-    normals = torch.cross(du, dv, dim=-1)
-    normals = torch.where((normals * directions).sum(-1, keepdim=True) > 0, -normals, normals)
-    length = normals.norm(dim=-1, keepdim=True)
-    fallback = -F.normalize(directions, dim=-1, eps=1e-8)
-    return torch.where(length > 1e-12, normals / length.clamp_min(1e-12), fallback)

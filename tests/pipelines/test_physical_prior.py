@@ -17,7 +17,8 @@ from relight3d.lighting import (
     visibility_directions,
 )
 from relight3d.priors.base import PriorError
-from relight3d.priors.physical import PhysicalPriorConfig, masked_gaussian_blur, normals_from_points
+from relight3d.priors.normals import fuse_view_normals, normals_from_points
+from relight3d.priors.physical import PhysicalPriorConfig, masked_gaussian_blur
 
 
 def _sphere_view(res: int = 24):
@@ -262,3 +263,29 @@ def test_normals_from_points_plane_sphere_and_depth_edges() -> None:
     step = torch.stack([u, -v, torch.where(u > 0, -3.0, -2.0)], -1)[None]
     got = normals_from_points(step, directions, mask)
     assert torch.allclose(got, torch.tensor([0.0, 0.0, 1.0]).expand_as(got), atol=1e-5)
+
+
+def test_fused_normals_average_the_views_that_see_a_point() -> None:
+    """Two views of the same plane with independent normal noise: the fused normals are the mean of both views'
+    noisy normals at each point (up to the grid's one-cell blur), much closer to the plane's normal than either."""
+    res = 40
+    v, u = torch.meshgrid(torch.linspace(-0.8, 0.8, res), torch.linspace(-0.8, 0.8, res), indexing="ij")
+    plane = torch.stack([u, -v, 0.25 * u], -1)  # z = 0.25 x, seen by two views with the same pixels
+    true = torch.nn.functional.normalize(torch.tensor([-0.25, 0.0, 1.0]), dim=0)
+    gen = torch.Generator().manual_seed(0)
+    noisy = torch.nn.functional.normalize(true + 0.3 * torch.randn(2, res, res, 3, generator=gen), dim=-1)
+    points = plane[None].expand(2, -1, -1, -1).contiguous()
+    masks = torch.ones(2, res, res, 1)
+    masks[1, :, :5] = 0.0  # a strip the second view does not see
+    aabb = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    fused = fuse_view_normals(noisy, points, masks, aabb, resolution=64)
+
+    def angle(n):
+        return torch.rad2deg(torch.acos((n * true).sum(-1).clamp(-1, 1)))
+
+    assert float(angle(fused[0]).mean()) < 0.6 * float(angle(noisy[0]).mean())
+    # Pixels outside a view's mask keep that view's input normal.
+    assert torch.equal(fused[1, :, :5], noisy[1, :, :5])
+    # One view alone with cells much finer than its pixels: each point reads back its own normal.
+    single = fuse_view_normals(noisy[:1], points[:1], masks[:1], aabb, resolution=256)
+    assert torch.allclose(single, noisy[:1], atol=1e-4)

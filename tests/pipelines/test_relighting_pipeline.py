@@ -80,6 +80,12 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     assert vis.shape == (n, *fg.shape[1:], 2 * 12**2)
     assert bool((vis[~fg] == 1).all()) and float(vis.min()) >= 0.0 and float(vis.max()) <= 1.0
     assert 0.3 < float(vis[fg].mean()) < 0.75
+    # normals fused across views: unit vectors on the object, and closer to each view's own density + depth
+    # normals than to their mirror image (they average the same surface, not something else)
+    gb = pipeline.training_view_gbuffers()
+    fused = gb["multiview_normals"][fg]
+    assert torch.allclose(fused.norm(dim=-1), torch.ones(len(fused)), atol=1e-4)
+    assert float((fused * torch.nn.functional.normalize(gb["normals"][fg], dim=-1)).sum(-1).mean()) > 0.5
 
     # resume: the stage-1 cache is reused (no new files), training continues from the checkpoint
     stamp = (cache / "pred_image" / "000.png").stat().st_mtime_ns
