@@ -112,8 +112,9 @@ def _strength_from_meta(folder: Path, envname: str) -> Optional[float]:
 
 @torch.no_grad()
 def render_eval_views(pipeline, out_dir: Path, names: Dict[int, str]) -> None:  # noqa: ANN001
-    """Render the eval cameras of ``pipeline`` as RGBA PNGs (alpha = accumulation) named ``names[view]``."""
-    from relight3d.pipelines.relighting import render_view
+    """Render the eval cameras of ``pipeline`` as straight-alpha RGBA PNGs (alpha = accumulation) named
+    ``names[view]``: composited on the model's background, as the evaluation does, they give back the render."""
+    from relight3d.pipelines.relighting import render_view, straight_rgb
 
     dataset = pipeline.datamanager.eval_dataset
     views = list(dataset.metadata.get("view_indices") or range(len(dataset)))
@@ -123,7 +124,8 @@ def render_eval_views(pipeline, out_dir: Path, names: Dict[int, str]) -> None:  
         if v not in names:
             continue
         out = render_view(pipeline.model, dataset.cameras[i : i + 1])
-        rgba = torch.cat([out["rgb"], out["accumulation"]], -1).clamp(0, 1).cpu().numpy()
+        acc = out["accumulation"].clamp(0, 1)
+        rgba = torch.cat([straight_rgb(out["rgb"], acc, pipeline.model.background), acc], -1).cpu().numpy()
         Image.fromarray((rgba * 255 + 0.5).astype(np.uint8)).save(out_dir / names[v])
 
 
@@ -135,7 +137,7 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
     """
     from relight3d.export.video import RotatingLightPath, render_video
     from relight3d.lighting import rotate_envmap_about_up
-    from relight3d.pipelines.relighting import camera_rays, load_field_run, render_view
+    from relight3d.pipelines.relighting import camera_rays, load_field_run, render_view, straight_rgb
 
     if n_frames <= 0:
         return None
@@ -147,13 +149,13 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
     with torch.no_grad():
         gb = render_view(pipeline.model, camera, ("normals",))
     pipeline.model.load_state_dict(relit_state)
-    source_rgb = gb["rgb"]
+    mask = gb["accumulation"].clamp(0, 1)[None].cpu()
+    source_rgb = straight_rgb(gb["rgb"].cpu(), mask[0], pipeline.model.background.cpu())
     directions = camera_rays(camera)[1].reshape(source_rgb.shape)
     target = pipeline.target_envmap()
     source = pipeline.source_envmap()
     prior = pipeline.prior
     c2w = camera.camera_to_worlds.cpu()
-    mask = gb["accumulation"].clamp(0, 1)[None].cpu()
 
     def frame(model, degrees: float):  # noqa: ANN001, ANN202
         env = rotate_envmap_about_up(target, math.radians(degrees))

@@ -163,6 +163,22 @@ def render_view(
     return {k: torch.cat(v).reshape(h, w, -1) for k, v in parts.items()}
 
 
+def straight_rgb(
+    rgb: Float[Tensor, "*s 3"], accumulation: Float[Tensor, "*s 1"], background: Float[Tensor, "3"]
+) -> Float[Tensor, "*s 3"]:
+    """The object's own (straight-alpha) colour of a render that :meth:`render_rays` composited on ``background``.
+
+    Renders are ``rgb = sum_i w_i c_i + (1 - acc) * background``. Anything that composites again with the
+    accumulation as alpha (an RGBA PNG read by :mod:`relight3d.eval`, a prior's mask) needs ``sum_i w_i c_i / acc``
+    instead, or the background is blended in twice: a half-covered edge pixel of colour ``c`` on white would become
+    ``c/4 + 3/4`` instead of ``c/2 + 1/2``. Where the accumulation is below 1/255 the background itself is returned.
+    """
+    acc = accumulation.clamp(0.0, 1.0)
+    bg = background.to(rgb)
+    colour = (rgb - (1.0 - acc) * bg) / acc.clamp_min(1.0 / 255.0)
+    return torch.where(acc >= 1.0 / 255.0, colour.clamp(0.0, 1.0), bg.expand_as(rgb))
+
+
 def load_field_run(config_path: Path) -> Tuple[Any, Dict[str, Tensor], int]:
     """The trainer config, model state dict and step of a trained relight3d-tensorf / relight3d-ngp run."""
     from relight3d.engine.loading import checkpoint_dir, read_trainer_config
@@ -511,6 +527,7 @@ class RelightingPipeline(VanillaPipeline):
         t_star = t_star_at(step, c.stage2_steps, c.t_star_start, c.t_star_end, c.t_star_schedule)
         with torch.no_grad():
             mask = out["accumulation"].clamp(0, 1)
+            background = self.model.background
             kwargs: Dict[str, Any] = {"generator": self._generator}
             if self.prior.required_gbuffers:
                 gb = {k: v[i : i + 1] for k, v in self.training_view_gbuffers().items()}
@@ -527,10 +544,13 @@ class RelightingPipeline(VanillaPipeline):
             kwargs["condition_images"] = self.__dict__["_original_images"][i : i + 1]
             if c.stage2_render_scale != 1.0:
                 kwargs["condition_images"] = _resize(kwargs["condition_images"], pred.shape[:2])
+            # The prior refines the object's own colour under its mask; the result is composited back on the
+            # background the render was, so both sides of the loss are images on the same background.
+            colour = straight_rgb(pred.detach(), mask, background)
             refined = self.prior.refine(
-                pred[None].detach().cpu(), mask[None].cpu(), c2w, self.target_envmap(), t_star, **kwargs
+                colour[None].cpu(), mask[None].cpu(), c2w, self.target_envmap(), t_star, **kwargs
             )
-            refined = refined[0].to(pred)
+            refined = refined[0].to(pred) * mask + (1.0 - mask) * background.to(pred)
         loss_dict = {"stage2_l1": c.stage2_l1_weight * (pred - refined).abs().mean()}
         if c.stage2_tv_weight > 0:
             loss_dict["stage2_tv"] = c.stage2_tv_weight * image_total_variation(pred)

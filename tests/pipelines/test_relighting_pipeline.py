@@ -14,7 +14,7 @@ from relight3d.data.errors import DataError
 from relight3d.engine.run import train
 from relight3d.engine.trainer import latest_checkpoint, load_checkpoint_file
 from relight3d.method_configs import gaffer_config, tensorf_config
-from relight3d.pipelines.relighting import STAGE1_DIRS, load_field_run, t_star_at
+from relight3d.pipelines.relighting import STAGE1_DIRS, load_field_run, render_view, straight_rgb, t_star_at
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,22 @@ def test_t_star_schedules() -> None:
     assert t_star_at(33, 100, 0.4, 0.05, "exponential") == pytest.approx(0.4 * (0.05 / 0.4) ** (33 / 99))
     assert t_star_at(50, 100, 0.4, 0.05, "constant") == 0.4
     assert t_star_at(99, 100, 0.4, 0.05, "linear") == pytest.approx(0.05)
+
+
+def test_straight_rgb_undoes_the_render_compositing() -> None:
+    g = torch.Generator().manual_seed(0)
+    colour = torch.rand(64, 3, generator=g)
+    acc = torch.cat([torch.zeros(4), torch.full((4,), 0.5 / 255), torch.rand(52, generator=g), torch.ones(4)])[:, None]
+    background = torch.tensor([1.0, 0.5, 0.0])
+    rendered = acc * colour + (1 - acc) * background
+    out = straight_rgb(rendered, acc, background)
+    seen = acc[:, 0] >= 1 / 255
+    assert torch.allclose(out[seen], colour[seen], atol=1e-4)
+    assert torch.equal(out[~seen], background.expand(int((~seen).sum()), 3))
+    # composited once more with the accumulation as alpha, it gives the render back (the evaluation's view of a PNG)
+    again = out * acc + (1 - acc) * background
+    assert torch.allclose(again[seen], rendered[seen], atol=1e-4)
+    assert torch.allclose(again, rendered, atol=1 / 255)
 
 
 def test_gaffer_is_registered() -> None:
@@ -86,6 +102,37 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     fused = gb["multiview_normals"][fg]
     assert torch.allclose(fused.norm(dim=-1), torch.ones(len(fused)), atol=1e-4)
     assert float((fused * torch.nn.functional.normalize(gb["normals"][fg], dim=-1)).sum(-1).mean()) > 0.5
+
+    # eval renders are saved with straight alpha: composited on white by the evaluator, they are the render itself
+    from relight3d.eval.folders import composite, read_rgba
+    from relight3d.pipelines.relight_run import render_eval_views
+
+    eval_cams = pipeline.datamanager.eval_dataset.cameras
+    views = list(pipeline.datamanager.eval_dataset.metadata.get("view_indices") or range(len(eval_cams)))
+    render_eval_views(pipeline, tmp_path / "pred", {v: f"{v:03d}.png" for v in views})
+    with torch.no_grad():
+        render = render_view(pipeline.model, eval_cams[0:1])
+    saved = composite(read_rgba(tmp_path / "pred" / f"{views[0]:03d}.png"), 1.0)
+    edge = (render["accumulation"][..., 0] > 0.05) & (render["accumulation"][..., 0] < 0.95)
+    assert int(edge.sum()) > 0  # the check covers partly covered pixels, where compositing twice would show
+    assert float((saved - render["rgb"].cpu()).abs().max()) < 1.5 / 255
+
+    # stage 2 hands the prior the object's own colour (not the render on white) and composites its answer back:
+    # with a prior that returns its input, the target is the render and the loss vanishes
+    seen = {}
+
+    def identity_refine(images, masks, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen["images"], seen["masks"] = images.clone(), masks.clone()
+        return images
+
+    pipeline.prior.refine = identity_refine
+    outputs, losses, _ = pipeline._stage2_loss_dict(0)
+    acc = seen["masks"][0]
+    recomposited = seen["images"][0] * acc + (1 - acc) * pipeline.model.background.cpu()
+    # (to within the 1/255 of accumulation below which the colour is taken to be the background's)
+    assert torch.allclose(recomposited, outputs["rgb"].detach().cpu(), atol=1.01 / 255)
+    assert float(losses["stage2_l1"]) < 1e-3
+    del pipeline.prior.refine
 
     # resume: the stage-1 cache is reused (no new files), training continues from the checkpoint
     stamp = (cache / "pred_image" / "000.png").stat().st_mtime_ns
