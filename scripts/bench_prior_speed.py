@@ -1,0 +1,239 @@
+"""CPU speed of each relighting prior at its published size: stage-1 views/s and the prior's share of a stage-2 step.
+
+No weights can be downloaded here, so the diffusion priors are built from config at the size of the released
+models, with random weights: time does not depend on the values of the weights, only on the architecture, the
+resolution, the number of DDIM steps and the guidance branches, all of which are the real ones.
+
+* Neural Gaffer: Stable Diffusion 1.x UNet (320-640-1280-1280 channels, 2 layers per block, cross-attention 768)
+  with a 16-channel ``conv_in``, 256 px (32 x 32 latents), CLIP ViT-L/14 image encoder, SD VAE; 50 DDIM steps,
+  classifier-free guidance (2 branches).
+* IC-Light (fc): the same UNet with an 8-channel ``conv_in``, 512 px, CLIP ViT-L text encoder; 25 DDIM steps,
+  2 branches, started from the lighting preview at strength 0.9.
+* InstructPix2Pix: 8-channel UNet, 512 px, CLIP ViT-L text encoder; 20 DDIM steps, 3 guidance branches.
+* physical (the weight-free default), the peer every ratio is taken against, on the same views with sphere
+  G-buffers (its shadows need the field's visibility, which the relighting benchmark traces; here none).
+
+Each diffusion prior is timed at ``--steps`` DDIM step counts (default 1 and 2). A straight line through these
+times (fixed cost: conditioning, VAE encode / decode; per-step cost: the UNet's guidance batch) gives the time at
+the prior's own default step count and the time of a stage-2 refinement at t* (``floor(N t*)`` steps), printed as
+*projected*. A stage-2 iteration also renders one view and takes a gradient step: the physical prior's relighting
+benchmark measures that at about 0.3 s on this machine. Usage::
+
+    python scripts/bench_prior_speed.py [--priors physical neural-gaffer ic-light instruct-pix2pix] [--views 1]
+        [--size 128] [--steps 1 2] [--threads N]
+
+Building the networks takes about a minute; the whole run, about ten minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+import torch
+
+SD_BLOCKS = (320, 640, 1280, 1280)
+"""Stable Diffusion 1.x UNet channels per level (diffusers' UNet2DConditionModel defaults)."""
+CLIP_L_WIDTH = 768
+"""Text / projection width of CLIP ViT-L/14 (SD 1.x's cross-attention width)."""
+
+
+def unet(in_channels: int, sample_size: int) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=in_channels, out_channels=4, block_out_channels=SD_BLOCKS,
+        layers_per_block=2, cross_attention_dim=CLIP_L_WIDTH, attention_head_dim=8,
+    )
+
+
+def vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    levels = (128, 256, 512, 512)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=levels, layers_per_block=2, latent_channels=4,
+    )
+
+
+def scheduler() -> Any:
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    )
+
+
+def image_encoder() -> Any:
+    """CLIP ViT-L/14 at 224 px."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=224, patch_size=14, projection_dim=CLIP_L_WIDTH)
+    return CLIPVisionModelWithProjection(config).eval()
+
+
+def text_encoder_and_tokenizer() -> Tuple[Any, Any]:
+    """A CLIP text encoder of ViT-L's size (77 tokens) and a character-level tokenizer made offline.
+
+    The tokenizer's vocabulary is only printable ASCII (the real BPE files cannot be downloaded); prompts are
+    padded to the encoder's 77 positions either way, so the encoder's cost is the real one.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in (chr(i) for i in range(33, 127)):
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=CLIP_L_WIDTH, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )
+    return CLIPTextModel(config).eval(), tokenizer
+
+
+def build_prior(name: str, steps: int) -> Tuple[Any, int, int]:
+    """The prior ``name`` at ``steps`` DDIM steps with random weights; also returns its default DDIM step count and
+    the number of those steps its ``relight`` runs (IC-Light starts from its lighting preview, part-way)."""
+    torch.manual_seed(0)
+    if name == "neural-gaffer":
+        from relight3d.priors.neural_gaffer import NeuralGafferPrior, NeuralGafferPriorConfig
+
+        cfg = NeuralGafferPriorConfig()
+        default, cfg.num_inference_steps = cfg.num_inference_steps, steps
+        parts = {"unet": unet(16, 32), "vae": vae(), "image_encoder": image_encoder(), "scheduler": scheduler()}
+        return NeuralGafferPrior.from_components(cfg, **parts), default, default
+    if name in ("ic-light", "instruct-pix2pix"):
+        if name == "ic-light":
+            from relight3d.priors.ic_light import ICLightPrior as Prior
+            from relight3d.priors.ic_light import ICLightPriorConfig as Config
+        else:
+            from relight3d.priors.instruct_pix2pix import InstructPix2PixPrior as Prior
+            from relight3d.priors.instruct_pix2pix import InstructPix2PixPriorConfig as Config
+        cfg = Config()
+        default, cfg.num_inference_steps = cfg.num_inference_steps, steps
+        executed = default
+        if name == "ic-light":  # time whole runs from noise; the default run does floor(N * strength) steps
+            executed = math.floor(default * cfg.lighting_preview_strength)
+            cfg.lighting_preview_strength = 1.0
+        encoder, tokenizer = text_encoder_and_tokenizer()
+        parts = {"unet": unet(8, 64), "vae": vae(), "text_encoder": encoder, "tokenizer": tokenizer,
+                 "scheduler": scheduler()}
+        return Prior.from_components(cfg, **parts), default, executed
+    if name == "physical":
+        from relight3d.priors.physical import PhysicalPrior, PhysicalPriorConfig
+
+        return PhysicalPrior(PhysicalPriorConfig()), 0, 0
+    raise SystemExit(f"bench_prior_speed: unknown prior {name!r}")
+
+
+def sphere_views(n: int, size: int) -> Dict[str, torch.Tensor]:
+    """``n`` views of a unit sphere seen along -z (orthographic): images, masks, G-buffers, cameras, maps."""
+    y, x = torch.meshgrid(torch.linspace(1, -1, size), torch.linspace(-1, 1, size), indexing="ij")
+    r2 = x**2 + y**2
+    mask = (r2 < 0.8**2).float()[..., None]
+    z = (0.8**2 - r2).clamp_min(0).sqrt()
+    normals = torch.nn.functional.normalize(torch.stack([x, y, z], -1), dim=-1)
+    colour = torch.tensor([0.7, 0.5, 0.3]) * (0.3 + 0.7 * normals[..., 2:].clamp_min(0))
+    image = colour * mask + (1 - mask)
+    directions = torch.zeros(size, size, 3)
+    directions[..., 2] = -1.0
+    points = torch.cat([x[..., None], y[..., None], z[..., None]], -1)
+    c2w = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3]])
+    h = 32
+    theta = torch.linspace(0, math.pi, h)[:, None, None]
+    env = (0.3 + 3.0 * torch.cos(theta).clamp_min(0) ** 8).expand(h, 2 * h, 3).contiguous()
+    rep = lambda t: t[None].expand(n, *t.shape).contiguous()  # noqa: E731
+    return {
+        "images": rep(image), "masks": rep(mask), "cameras": rep(c2w), "target": env.flip(0).contiguous(),
+        "source": env,
+        "gbuffers": {"normals": rep(normals), "directions": rep(directions), "points": rep(points)},
+    }
+
+
+def _time(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(name: str, views: Dict[str, Any], step_counts: List[int]) -> Dict[str, float]:
+    """Seconds per view of ``relight`` at each step count (and of ``refine`` at t* = 0.4), for one prior."""
+    n = views["images"].shape[0]
+    args = (views["images"], views["masks"], views["cameras"], views["target"])
+    kwargs = {"gbuffers": views["gbuffers"], "source_envmap": views["source"]}
+    out: Dict[str, float] = {}
+    for steps in step_counts if name != "physical" else [0]:
+        t0 = time.perf_counter()
+        prior, default, executed = build_prior(name, steps)
+        out["build_seconds"] = time.perf_counter() - t0
+        out["default_steps"], out["relight_steps"] = default, executed
+        prior.relight(*args, generator=0, **kwargs)  # warm-up (allocations, lazy set-up)
+        out[f"relight_{steps}"] = _time(lambda p=prior: p.relight(*args, generator=0, **kwargs)) / n
+        if name == "physical":
+            out["refine_0.4"] = _time(lambda p=prior: p.refine(*args, 0.4, generator=0, **kwargs)) / n
+        del prior
+    return out
+
+
+def project(out: Dict[str, float], step_counts: List[int], t_stars: Tuple[float, ...]) -> Dict[str, float]:
+    """Fixed + per-step cost from the timed step counts, and the projected times at the default step count."""
+    xs = [float(s) for s in step_counts]
+    ys = [out[f"relight_{s}"] for s in step_counts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1e-12)
+    fixed = my - slope * mx
+    n = out["default_steps"]
+    res = {"per_step": slope, "fixed": fixed, "relight_default": fixed + slope * out["relight_steps"]}
+    for t in t_stars:
+        res[f"refine_{t}"] = fixed + slope * math.floor(n * t)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--priors", nargs="*", default=["physical", "neural-gaffer", "ic-light", "instruct-pix2pix"])
+    ap.add_argument("--views", type=int, default=1, help="views per prior call (stage 1 batches views)")
+    ap.add_argument("--size", type=int, default=128, help="side of the input views (the benchmark's 128 px)")
+    ap.add_argument("--steps", type=int, nargs="*", default=[1, 2], help="DDIM step counts actually timed")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if len(set(args.steps)) < 2:
+        raise SystemExit("bench_prior_speed: --steps needs at least two different step counts")
+    views = sphere_views(args.views, args.size)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.views} view(s) of {args.size} px")
+    results = {}
+    for name in args.priors:
+        with torch.inference_mode():
+            results[name] = measure(name, views, args.steps)
+        r = results[name]
+        timed = ", ".join(f"{s} steps {r[f'relight_{s}']:.2f} s" for s in args.steps if f"relight_{s}" in r)
+        if not timed:
+            timed = f"{r['relight_0']:.3f} s"
+        print(f"{name}: built in {r['build_seconds']:.1f} s; relight per view: {timed}", flush=True)
+    t_stars = (0.4, 0.05)
+    peer = results.get("physical")
+    print("\n| prior | DDIM steps run | s per step (measured) | fixed s (measured) | stage-1 views/s (projected) "
+          "| refine s at t*=0.4 / 0.05 (projected) | physical / prior views/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        if name == "physical":
+            print(f"| physical | - | - | {r['relight_0']:.3f} | {1 / r['relight_0']:.2f} (measured) "
+                  f"| {r['refine_0.4']:.3f} (measured) | 1 |")
+            continue
+        p = project(r, args.steps, t_stars)
+        ratio = f"{p['relight_default'] / peer['relight_0']:.0f}x" if peer else "-"
+        steps = f"{int(r['relight_steps'])} of {int(r['default_steps'])}"
+        print(f"| {name} | {steps} | {p['per_step']:.2f} | {p['fixed']:.2f} | {1 / p['relight_default']:.4f} |"
+              f" {p['refine_0.4']:.1f} / {p['refine_0.05']:.1f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
