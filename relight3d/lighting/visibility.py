@@ -145,9 +145,7 @@ def occluded_fraction(
 ) -> Float[Tensor, "*bs 1"]:
     """Cosine-weighted share of the hemisphere around each normal that is blocked: ``sum_k (1 - T_k) max(0, n.w_k)
     dw_k / sum_k max(0, n.w_k) dw_k`` over the ``directions_height x 2 directions_height`` directions. 0 in the open,
-    1 when every direction is blocked (the ambient occlusion of the point)."""
-    weights = envmap_solid_angles(directions_height, 2 * directions_height, device=normals.device).reshape(-1)
-    dirs = visibility_directions(directions_height, device=normals.device).to(normals)
-    cosine = (normals @ dirs.T).clamp_min(0.0) * weights.to(normals)  # [*bs, k]
-    blocked = (cosine * (1.0 - transmittance.to(cosine))).sum(-1, keepdim=True)
-    return blocked / cosine.sum(-1, keepdim=True).clamp_min(1e-8)
+    1 when every direction is blocked (the ambient occlusion of the point): one minus :func:`shadow_factor` under a
+    uniform light."""
+    uniform = torch.ones(directions_height, 2 * directions_height, 3, device=normals.device)
+    return 1.0 - shadow_factor(transmittance, normals, uniform, directions_height)[..., :1]

@@ -372,12 +372,11 @@ class RelightingPipeline(VanillaPipeline):
             self.model.train(was_training)
             gb = {k: torch.stack(v) for k, v in outs.items()}
             if self.config.normal_fusion_resolution > 0:
-                from relight3d.priors.normals import fuse_view_normals, normals_from_points
+                from relight3d.priors.normals import density_and_depth_normals, fuse_view_normals
 
                 fg = (gb["accumulation"] > 0.5).float()
-                both = F.normalize(gb["normals"], dim=-1) + normals_from_points(gb["points"], gb["directions"], fg)
                 gb["multiview_normals"] = fuse_view_normals(
-                    F.normalize(both, dim=-1, eps=1e-8),
+                    density_and_depth_normals(gb["normals"], gb["points"], gb["directions"], fg),
                     gb["points"],
                     fg,
                     self.model.field.aabb.detach().float().cpu(),

@@ -53,6 +53,21 @@ def normals_from_points(
     return torch.where(length > 1e-12, normals / length.clamp_min(1e-12), fallback)
 
 
+def density_and_depth_normals(
+    normals: Float[Tensor, "b h w 3"],
+    points: Float[Tensor, "b h w 3"],
+    directions: Float[Tensor, "b h w 3"],
+    masks: Float[Tensor, "b h w 1"],
+) -> Float[Tensor, "b h w 3"]:
+    """The normalised sum of the density-gradient ``normals`` and the depth normals (:func:`normals_from_points`)
+    inside the masks; the normalised ``normals`` outside. The two err differently (blocky grid gradients, depth noise
+    along the ray), so their sum is closer to the surface than either."""
+    density = F.normalize(normals.float(), dim=-1, eps=1e-8)
+    from_depth = normals_from_points(points.float(), directions.float(), masks.float())
+    both = F.normalize(density + from_depth, dim=-1, eps=1e-8)
+    return torch.where(masks > 0.5, both, density)
+
+
 def fuse_view_normals(
     normals: Float[Tensor, "b h w 3"],
     points: Float[Tensor, "b h w 3"],

@@ -48,7 +48,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from relight3d.priors.base import GeneratorLike, PriorError, RelightingPrior, RelightingPriorConfig
-from relight3d.priors.normals import normals_from_points
+from relight3d.priors.normals import density_and_depth_normals, normals_from_points
 
 if TYPE_CHECKING:
     from relight3d.lighting import PrefilteredEnvmap
@@ -232,10 +232,11 @@ class PhysicalPrior(RelightingPrior):
         fused = gbuffers.get("multiview_normals")
         if self.config.normal_source == "multiview" and fused is not None and masks is not None:
             normals = torch.where(masks > 0.5, F.normalize(fused.float(), dim=-1, eps=1e-8), normals)
-        elif self.config.normal_source != "density" and points is not None and masks is not None:
+        elif self.config.normal_source == "both" and points is not None and masks is not None:
+            normals = density_and_depth_normals(normals, points, directions, masks)
+        elif self.config.normal_source == "depth" and points is not None and masks is not None:
             from_depth = normals_from_points(points.float(), directions.float(), masks.float())
-            normals = from_depth if self.config.normal_source == "depth" else normals + from_depth
-            normals = torch.where(masks > 0.5, F.normalize(normals, dim=-1, eps=1e-8), gbuffers["normals"].float())
+            normals = torch.where(masks > 0.5, from_depth, normals)
         sigma = self.config.normal_smoothing_pixels
         if masks is not None and sigma > 0.25:
             normals = F.normalize(masked_gaussian_blur(normals, masks.float(), sigma), dim=-1, eps=1e-8)
