@@ -1,15 +1,5 @@
-"""One error type for bad input data, whose message is a single line naming the file and the problem."""
+"""Kept for imports written before :mod:`relight3d.errors` existed: ``DataError`` lives there now."""
 
-from __future__ import annotations
+from relight3d.errors import DataError
 
-from pathlib import Path
-from typing import Union
-
-
-class DataError(ValueError):
-    """Bad input data. ``str(err)`` is one line: ``<path>: <problem>``."""
-
-    def __init__(self, path: Union[str, Path], problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
+__all__ = ["DataError"]

@@ -1,7 +1,7 @@
 """A tiny generated benchmark (1 object x 2 lights, 32 px, few views, low spp). Skipped without a Python with bpy.
 
 The renderer runs in the Python named by RELIGHT3D_BPY_PYTHON (e.g. a Python 3.11 venv with ``pip install bpy==5.0.1``),
-else ``/work/bpyvenv/bin/python`` where it exists, else this Python if it has bpy.
+else in this Python when it has bpy (the install's ``bench`` extra). The meshes come from Debian's libcgal-demo.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from relight3d.benchmark import BenchmarkConfig, BpyNotFoundError, find_bpy_pyth
 from relight3d.benchmark import cycles_scene as cs
 from relight3d.benchmark.render_benchmark import object_is_cached
 
-DEFAULT_BPY_PYTHON = "/work/bpyvenv/bin/python"
 N_TRAIN, N_TEST = 3, 2
 CONFIG = select(
     BenchmarkConfig(resolution=32, n_train=N_TRAIN, n_test=N_TEST, spp_train=4, spp_test=16),
@@ -29,17 +28,11 @@ CONFIG = select(
 )
 
 
-def bench_python() -> str | None:
-    """The interpreter to ask for: none when RELIGHT3D_BPY_PYTHON is set, else the default venv if it exists."""
-    if os.environ.get("RELIGHT3D_BPY_PYTHON") or not Path(DEFAULT_BPY_PYTHON).is_file():
-        return None
-    return DEFAULT_BPY_PYTHON
-
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
-        python = find_bpy_python(bench_python())
+        python = find_bpy_python()
     except BpyNotFoundError as err:
         pytest.skip(f"no Python with bpy: {err}")
     root = tmp_path_factory.mktemp("bench")
@@ -188,7 +181,7 @@ def test_noise_check_and_dataparsers(bench: Path) -> None:
     assert 10.0 < noise["in_mask_psnr_mean"] < 60.0 and len(noise["per_view_in_mask_psnr"]) == N_TEST
     # The check alone (relight3d bench check-noise) renders nothing else and leaves the benchmark as it was.
     before = {p: p.stat().st_mtime_ns for p in bench.rglob("*") if p.is_file()}
-    make_benchmark(CONFIG, out=bench, check_noise=("homer", 0), python=find_bpy_python(bench_python()), noise_only=True)
+    make_benchmark(CONFIG, out=bench, check_noise=("homer", 0), python=find_bpy_python(), noise_only=True)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert json.loads((folder / "noise_check_light0.json").read_text())["light_name"] == "courtyard"
 

@@ -7,14 +7,14 @@ pointing in several known directions. If both conventions agree, every rendered 
 tenths (checked too, so the comparison can fail).
 
 Needs a Python with ``bpy`` (Blender as a module, e.g. ``pip install bpy==5.0.1`` on Python 3.11): the path in
-``RELIGHT3D_BPY_PYTHON`` or ``/work/bpyvenv/bin/python``; skipped otherwise. Takes a few seconds.
+``RELIGHT3D_BPY_PYTHON``, else this interpreter when it has ``bpy`` (the install's ``bench`` extra); skipped
+otherwise. Takes a few seconds.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 from pathlib import Path
 
@@ -24,7 +24,6 @@ import torch
 
 from relight3d.lighting import directions_to_uv, envmap_directions, read_envmap, sample_envmap, write_envmap
 
-DEFAULT_BPY_PYTHON = "/work/bpyvenv/bin/python"
 RESOLUTION = 16
 LENS_MM, SENSOR_MM = 35.0, 32.0
 
@@ -85,10 +84,12 @@ for path, camera_to_world in zip(cfg["outputs"], cfg["cameras"]):
 
 
 def _bpy_python() -> Path:
-    path = Path(os.environ.get("RELIGHT3D_BPY_PYTHON", DEFAULT_BPY_PYTHON))
-    if not path.is_file():
-        pytest.skip(f"no Python with bpy at {path} (set RELIGHT3D_BPY_PYTHON to one)")
-    return path
+    from relight3d.benchmark.runner import BpyNotFoundError, find_bpy_python
+
+    try:
+        return Path(find_bpy_python())
+    except BpyNotFoundError as err:
+        pytest.skip(str(err))
 
 
 def _look_along(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
