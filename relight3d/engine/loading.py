@@ -3,7 +3,9 @@
 This is what ``ns-render`` / ``ns-export`` do through nerfstudio's ``eval_setup``, made safe for scripted use: every
 foreseeable mistake (a missing or foreign config, no checkpoint, moved training data, a checkpoint of another
 method) raises a :class:`~relight3d.data.errors.DataError` whose message is one line, instead of an assertion, a
-``sys.exit`` or a traceback. Export, relighting and evaluation all load runs through :func:`load_trained_pipeline`.
+``sys.exit`` or a traceback. Configs are read without running code (:mod:`relight3d.engine.safe_config`) and
+checkpoints with ``weights_only``. Export, relighting and evaluation all load runs through
+:func:`load_trained_pipeline`.
 """
 
 from __future__ import annotations
@@ -12,42 +14,33 @@ from pathlib import Path
 from typing import Literal, Optional, Tuple, Union
 
 import torch
-import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import Pipeline
 
-from relight3d.data.errors import DataError
-from relight3d.engine.trainer import CHECKPOINT_PATTERN, latest_checkpoint, load_checkpoint_file
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else err.__class__.__name__
+from relight3d.engine.safe_config import load_run_config
+from relight3d.engine.trainer import check_model_weights, latest_checkpoint, load_checkpoint_file
+from relight3d.errors import DataError, one_line
 
 
 def read_trainer_config(config_path: Union[str, Path]) -> TrainerConfig:
     """The ``TrainerConfig`` saved by ``ns-train`` in ``config.yml``; must be a config of a relight3d method.
 
+    The file is read with :class:`relight3d.engine.safe_config.RunConfigLoader`: it may only build relight3d and
+    nerfstudio config classes, paths and plain values, so a downloaded run cannot run code when it is loaded.
+
     Raises:
-        DataError: the file is missing, is not a nerfstudio config, refers to classes that cannot be imported, or
-            configures a method whose model is not a relight3d model.
+        DataError: the file is missing, is not a nerfstudio config, holds a tag the safe loader refuses (code, a
+            class outside relight3d / nerfstudio), refers to classes that cannot be imported, or configures a
+            method whose model is not a relight3d model.
     """
     from relight3d.models.base import OccupancyFieldModel
 
     path = Path(config_path)
     if path.is_dir():
         path = path / "config.yml"
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, "config file not found (expected the config.yml that ns-train wrote)")
-    try:
-        # nerfstudio writes configs with python object tags; reading them needs the full loader (as ns-render does).
-        config = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.Loader)
-    except yaml.constructor.ConstructorError as err:
-        raise DataError(path, f"config refers to a class that cannot be imported ({_first_line(err)})") from None
-    except (yaml.YAMLError, UnicodeDecodeError, AttributeError, ImportError, TypeError) as err:
-        raise DataError(
-            path, f"not a readable nerfstudio config ({err.__class__.__name__}: {_first_line(err)})"
-        ) from None
+    config = load_run_config(path)
     if not isinstance(config, TrainerConfig):
         raise DataError(path, f"not a nerfstudio TrainerConfig (found {type(config).__name__})")
     model_config = getattr(getattr(config, "pipeline", None), "model", None)
@@ -121,17 +114,15 @@ def load_trained_pipeline(
             problem = "no step-*.ckpt checkpoint in this folder" if ckpt_dir.is_dir() else "checkpoint folder not found"
             raise DataError(ckpt_dir, f"{problem} (has the run saved a checkpoint yet?)")
         ckpt = found
-    state = load_checkpoint_file(ckpt)
-    if not isinstance(state, dict) or "pipeline" not in state:
-        raise DataError(ckpt, "not a nerfstudio checkpoint (no 'pipeline' state)")
+    state = load_checkpoint_file(ckpt)  # (a nerfstudio checkpoint: "step" and "pipeline" weights, no code)
     config.load_dir = ckpt_dir
 
     pipeline = config.pipeline.setup(device=device, test_mode=test_mode)
+    check_model_weights(pipeline.model, state["pipeline"], ckpt)
     try:
-        match = CHECKPOINT_PATTERN.match(ckpt.name)
-        pipeline.load_pipeline(state["pipeline"], int(state.get("step", int(match.group(1)) if match else 0)))
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise DataError(ckpt, f"checkpoint does not match this config ({_first_line(err)})") from None
+        pipeline.load_pipeline(state["pipeline"], state["step"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise DataError(ckpt, f"checkpoint does not match this config ({one_line(err)})") from None
     pipeline.to(device)
     pipeline.eval()
     return config, pipeline

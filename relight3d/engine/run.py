@@ -25,7 +25,16 @@ def train(
 
     Writes nerfstudio's usual outputs (``config.yml``, ``nerfstudio_models/step-*.ckpt``) under ``output_dir``.
     ``data=None`` keeps the config's own data path (e.g. relighting, which takes it from the trained run).
+
+    Raises:
+        ConfigError: a trainer count that cannot work (``max_steps < 1``, a negative interval), before anything is
+            written.
+        DataError: the output or checkpoint folder is not writable (before training), or bad data, a bad
+            checkpoint to resume from, or any other :class:`~relight3d.errors.Relight3dError` of setup or training
+            (raised as they are, not turned into ``ns-train``'s one-line exit).
     """
+    from relight3d.engine.trainer import Relight3DTrainer, check_trainer_config
+
     if data is not None:
         config.pipeline.datamanager.data = Path(data)
     config.output_dir = Path(output_dir)
@@ -35,8 +44,11 @@ def train(
         config.max_num_iterations = max_steps
     config.viewer.quit_on_train_completion = True
     config.set_timestamp()
+    check_trainer_config(config)
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
+    if isinstance(trainer, Relight3DTrainer):
+        trainer.exit_on_error = False
     trainer.setup()
     trainer.train()
     return trainer
@@ -100,7 +112,6 @@ def evaluate_pipeline(pipeline, out_dir: Optional[Path] = None) -> Dict[str, flo
     return evaluate_views(pipeline.model, dataset.cameras, list(outputs.image_filenames), out_dir=out_dir)
 
 
-
 def training_step_function(pipeline, config: TrainerConfig) -> Callable[[int], None]:  # noqa: ANN001
     """One Trainer iteration of ``pipeline`` as a function of the step: training callbacks, loss, backward,
     optimizer and scheduler steps; no logging, evaluation or checkpoints (for timing loops)."""
@@ -125,6 +136,7 @@ def training_step_function(pipeline, config: TrainerConfig) -> Callable[[int], N
             cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
 
     return run
+
 
 def time_training_steps(config: TrainerConfig, data: Path, steps: int, warmup: int = 20) -> Dict[str, float]:
     """Run ``warmup + steps`` training iterations of ``config`` outside the Trainer and time the last ``steps``.
