@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 
 from relight3d.benchmark.config import BenchmarkConfig, select
 from relight3d.benchmark.runner import BPY_PYTHON_ENV, BpyNotFoundError, make_benchmark
+from relight3d.cli_types import non_negative_float, non_negative_int, positive_int
 
 
 def _config(args: argparse.Namespace) -> BenchmarkConfig:
@@ -71,20 +72,24 @@ def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=None, help="benchmark folder (default: in ~/.cache/relight3d/bench)"
     )
     parser.add_argument("--objects", nargs="+", metavar="NAME", help=f"subset of the objects ({names})")
-    parser.add_argument("--lights", type=int, default=0, help="use the first N lights (0 = all)")
-    parser.add_argument("--resolution", type=int, default=defaults.resolution, help="image size in pixels")
-    parser.add_argument("--n-train", type=int, default=defaults.n_train, help="training views per object")
-    parser.add_argument("--n-test", type=int, default=defaults.n_test, help="test views per object and light")
-    parser.add_argument("--spp-train", type=int, default=defaults.spp_train, help="max samples per pixel, train")
-    parser.add_argument("--spp-test", type=int, default=defaults.spp_test, help="max samples per pixel, test")
+    parser.add_argument("--lights", type=non_negative_int, default=0, help="use the first N lights (0 = all)")
+    parser.add_argument("--resolution", type=positive_int, default=defaults.resolution, help="image size in pixels")
+    parser.add_argument("--n-train", type=positive_int, default=defaults.n_train, help="training views per object")
+    parser.add_argument("--n-test", type=positive_int, default=defaults.n_test, help="test views per object and light")
+    parser.add_argument(
+        "--spp-train", type=positive_int, default=defaults.spp_train, help="max samples per pixel, train"
+    )
+    parser.add_argument("--spp-test", type=positive_int, default=defaults.spp_test, help="max samples per pixel, test")
     parser.add_argument(
         "--adaptive-threshold-test",
-        type=float,
+        type=non_negative_float,
         default=defaults.adaptive_threshold_test,
         help="Cycles adaptive-sampling noise threshold of the test views",
     )
-    parser.add_argument("--threads", type=int, default=2, help="Cycles CPU threads")
-    parser.add_argument("--noise-seed", type=int, default=5000, help="Cycles seed of the noise check's first view")
+    parser.add_argument("--threads", type=positive_int, default=2, help="Cycles CPU threads")
+    parser.add_argument(
+        "--noise-seed", type=non_negative_int, default=5000, help="Cycles seed of the noise check's first view"
+    )
     parser.add_argument(
         "--blender-python", default=None, help=f"a Python with bpy (default: ${BPY_PYTHON_ENV}, else this Python)"
     )
@@ -110,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="afterwards render one object's test views under one light with another seed and report the in-mask PSNR",
     )
     make.add_argument("--noise-object", default=None, help="object of the noise check (default: the first object)")
-    make.add_argument("--noise-light", type=int, default=0, help="light index of the noise check")
+    make.add_argument("--noise-light", type=non_negative_int, default=0, help="light index of the noise check")
     make.set_defaults(func=_make)
 
     check = commands.add_parser(
@@ -120,5 +125,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_benchmark_arguments(check)
     check.add_argument("--object", default=None, help="object (default: the first object)")
-    check.add_argument("--light", type=int, default=0, help="light index")
+    check.add_argument("--light", type=non_negative_int, default=0, help="light index")
     check.set_defaults(func=_check_noise)

@@ -20,7 +20,8 @@ from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIn
 from nerfstudio.model_components.ray_generators import RayGenerator
 from torch import Tensor
 
-from relight3d.data.blender import CheckedBlenderDataParserConfig
+from relight3d.data.checked_dataset import CheckedInputDataset
+from relight3d.data.dataparser_configs import AnnotatedDataParserUnion, dataparser_config
 from relight3d.data.errors import DataError
 
 
@@ -30,16 +31,18 @@ class InMemoryDataManagerConfig(VanillaDataManagerConfig):
 
     _target: Type = field(default_factory=lambda: InMemoryDataManager)
     """Datamanager class to instantiate."""
-    dataparser: CheckedBlenderDataParserConfig = field(default_factory=CheckedBlenderDataParserConfig)  # type: ignore
-    """Dataparser used to read the scene."""
+    dataparser: AnnotatedDataParserUnion = field(default_factory=dataparser_config)
+    """Dataparser that reads the scene: the word after the method name picks it, its options follow it (the
+    table is relight3d.data.dataparser_configs.DATAPARSERS)."""
     train_num_rays_per_batch: int = 4096
     """Rays per training batch."""
     eval_num_rays_per_batch: int = 4096
     """Rays per evaluation batch."""
 
 
-class InMemoryDataManager(VanillaDataManager):
-    """VanillaDataManager without worker processes, with replaceable training images."""
+class InMemoryDataManager(VanillaDataManager[CheckedInputDataset]):
+    """VanillaDataManager without worker processes, with replaceable training images (read by
+    :class:`~relight3d.data.checked_dataset.CheckedInputDataset`: checked, 16-bit PNGs at full precision)."""
 
     config: InMemoryDataManagerConfig
 

@@ -23,8 +23,14 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 
-from relight3d.data.errors import DataError
-from relight3d.data.validation import check_images, check_pose
+from relight3d.data.validation import (
+    OUTSIDE_PATHS_HINT,
+    check_images,
+    check_pose,
+    check_regular_file,
+    resolve_inside,
+)
+from relight3d.errors import ConfigError, DataError
 
 IMAGE_PATTERN = re.compile(r"^(\d{3})_(\d{3})_(.+)\.png$")
 LENS_MM = 35.0
@@ -67,6 +73,10 @@ class ObjaverseDataParserConfig(DataParserConfig):
     """Half-open range of view indices used for evaluation."""
     scene_scale: float = 1.0
     """Half-size of the scene box (objects are normalised into it)."""
+    allow_outside_paths: bool = False
+    """Read images, cameras and maps that resolve outside the object folder (symlinks out of it; maps outside the
+    folder and the shared ``../envmaps/``). Off by default: a downloaded folder must not make relight3d read files
+    elsewhere."""
 
 
 class ObjaverseDataParser(DataParser):
@@ -74,12 +84,25 @@ class ObjaverseDataParser(DataParser):
 
     config: ObjaverseDataParserConfig
 
+    def _check_config(self) -> None:
+        c = self.config
+        if c.light_index < 0:
+            raise ConfigError("light_index", f"must be >= 0, got {c.light_index}")
+        for name in ("train_views", "eval_views"):
+            lo, hi = getattr(c, name)
+            if not 0 <= lo < hi:
+                raise ConfigError(name, f"must be a half-open range 0 <= start < end, got ({lo}, {hi})")
+        if not (np.isfinite(c.scene_scale) and c.scene_scale > 0):
+            raise ConfigError("scene_scale", f"must be a positive number, got {c.scene_scale}")
+
     def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
         folder = Path(self.config.data)
         if not folder.is_dir():
             raise DataError(folder, "object folder not found")
+        self._check_config()
         lo, hi = self.config.train_views if split == "train" else self.config.eval_views
         views = scan_object_folder(folder)
+        allow = self.config.allow_outside_paths
         light = self.config.light_index
         selected = [v for v in sorted(views) if lo <= v < hi and light in views[v]]
         if not selected:
@@ -89,10 +112,12 @@ class ObjaverseDataParser(DataParser):
         envnames = set()
         for v in selected:
             rt_path = folder / f"{v:03d}_RT.npy"
-            if not rt_path.is_file():
+            if not rt_path.exists():
                 raise DataError(rt_path, f"camera file missing for view {v:03d}")
+            check_regular_file(rt_path, "camera")
+            resolve_inside(folder, rt_path.name, rt_path, "the camera file", allow)
             try:
-                rt = np.load(rt_path)
+                rt = np.load(rt_path, allow_pickle=False)
             except Exception as err:
                 raise DataError(rt_path, f"cannot read camera matrix ({err.__class__.__name__})") from None
             rt = check_pose(rt, rt_path, f"view {v:03d}", rows=3)
@@ -100,6 +125,7 @@ class ObjaverseDataParser(DataParser):
             w2c[:3] = rt
             c2w.append(np.linalg.inv(w2c)[:3])
             envname, path = views[v][light]
+            resolve_inside(folder, path.name, path, "the image", allow)
             envnames.add(envname)
             images.append(path)
         width, height = check_images(images, require_alpha=True)
@@ -116,6 +142,11 @@ class ObjaverseDataParser(DataParser):
         )
         s = self.config.scene_scale
         envmaps = {name: find_envmap(folder, name) for name in sorted(envnames)}
+        for p in envmaps.values():
+            roots = (folder, folder.parent / "envmaps")
+            if p is not None and not allow and not any(p.resolve().is_relative_to(r.resolve()) for r in roots):
+                problem = f"the map resolves outside the object folder (to {p.resolve()}); {OUTSIDE_PATHS_HINT}"
+                raise DataError(p, problem)
         metadata = {"light_index": light, "envmap_paths": envmaps, "view_indices": selected}
         return DataparserOutputs(
             image_filenames=images,

@@ -2,14 +2,20 @@
 
 The camera looks at the origin from ``radius`` away, at ``elevation`` degrees above the horizontal plane (world
 Z up, as in Blender). Azimuth 0 is Blender's front view: the camera sits on the -Y axis and looks along +Y.
+
+Padded copies of non-square images (:func:`pad_image_to_square`) are cached under the user's cache folder
+(``$RELIGHT3D_CACHE``, else ``~/.cache/relight3d``), in ``padded/``, named by a hash of the image's content: never in
+a shared temporary folder where another user could plant a file under the expected name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Optional, Type
 
 import numpy as np
 import torch
@@ -18,8 +24,48 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from PIL import Image
 
-from relight3d.data.errors import DataError
-from relight3d.data.validation import image_size
+from relight3d.data.validation import inspect_image, read_image_float32
+from relight3d.errors import ConfigError, DataError
+
+CACHE_ENV = "RELIGHT3D_CACHE"
+"""Environment variable naming relight3d's cache folder (default ``~/.cache/relight3d``)."""
+
+
+def user_cache_dir() -> Path:
+    """relight3d's per-user cache folder: ``$RELIGHT3D_CACHE``, else ``~/.cache/relight3d``."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "relight3d"
+
+
+def pad_image_to_square(path: Path, out_dir: Optional[Path] = None) -> Path:
+    """Pad an image with transparent pixels to a centred square; returns the written PNG.
+
+    The file is named after a SHA-256 hash of the input's content, in ``out_dir`` (default: ``padded/`` in
+    :func:`user_cache_dir`), so repeated runs reuse it and a changed image never reuses a stale copy.
+
+    Raises:
+        DataError: the input is not a valid image (see :func:`relight3d.data.validation.inspect_image`).
+    """
+    path = Path(path)
+    info = inspect_image(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+    out_dir = Path(out_dir) if out_dir is not None else user_cache_dir() / "padded"
+    out = out_dir / f"{digest}-square.png"
+    if out.is_file() and not out.is_symlink():
+        return out
+    rgba = read_image_float32(path, info)
+    if rgba.shape[2] == 3:
+        rgba = np.concatenate([rgba, np.ones_like(rgba[..., :1])], axis=2)
+    h, w = rgba.shape[:2]
+    side = max(w, h)
+    canvas = np.zeros((side, side, 4), dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top : top + h, left : left + w] = np.round(rgba * 255.0).astype(np.uint8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{digest}-{os.getpid()}.tmp.png"
+    Image.fromarray(canvas, "RGBA").save(tmp)
+    tmp.replace(out)
+    return out
 
 
 def look_at_camera_to_world(position: np.ndarray, target: np.ndarray = np.zeros(3)) -> np.ndarray:
@@ -69,14 +115,27 @@ class SingleImageDataParser(DataParser):
 
     config: SingleImageDataParserConfig
 
+    def _check_config(self) -> None:
+        c = self.config
+        for name in ("elevation", "azimuth", "radius", "fov", "scene_scale"):
+            if not math.isfinite(getattr(c, name)):
+                raise ConfigError(name, f"must be a finite number, got {getattr(c, name)}")
+        if not c.radius > 0:
+            raise ConfigError("radius", f"the camera distance must be positive, got {c.radius}")
+        if not 0.0 < c.fov < 180.0:
+            raise ConfigError("fov", f"the field of view must be in (0, 180) degrees, got {c.fov}")
+        if not c.scene_scale > 0:
+            raise ConfigError("scene_scale", f"must be positive, got {c.scene_scale}")
+
     def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
+        self._check_config()
         path = Path(self.config.data)
-        (width, height), mode = image_size(path)
-        if mode not in ("RGBA", "LA"):
+        info = inspect_image(path)
+        (width, height), mode = info.size, info.mode
+        if not info.has_alpha:
             raise DataError(path, f"image has mode {mode} but an RGBA image (alpha = object mask) is required")
-        with Image.open(path) as im:
-            alpha = np.asarray(im.convert("RGBA"))[..., 3]
-        if int((alpha > 127).sum()) == 0:
+        alpha = read_image_float32(path, info)[..., 3]
+        if int((alpha > 0.5).sum()) == 0:
             raise DataError(path, "the alpha mask is empty (no pixel has alpha > 0.5)")
         focal = 0.5 * width / math.tan(math.radians(self.config.fov) / 2.0)
         c2w = look_at_camera_to_world(orbit_position(self.config.radius, self.config.elevation, self.config.azimuth))

@@ -16,7 +16,17 @@ import argparse
 from pathlib import Path
 from typing import Dict
 
-from relight3d.data.errors import DataError
+from relight3d.errors import DataError
+
+
+def _regex(value: str) -> str:
+    import re
+
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"not a valid regular expression: {value!r} ({err})") from None
+    return value
 
 
 def _background(value: str) -> float:
@@ -44,6 +54,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "$RELIGHT3D_LPIPS_WEIGHTS, or the backbone in the torch hub cache)",
     )
     parser.add_argument("--device", default="cpu", help="device for LPIPS (cpu, cuda)")
+    parser.add_argument(
+        "--no-mask",
+        action="store_true",
+        help="score ground truth that has no alpha channel: in-mask metrics are n/a and the report says so "
+        "(without this option such ground truth is refused, since the in-mask metrics need its alpha as the mask)",
+    )
     parser.add_argument("--output", default=None, help="folder for the report (CSV, Markdown, JSON, HTML)")
 
 
@@ -65,7 +81,15 @@ def _single(args: argparse.Namespace) -> int:
     pred = _folder(args.pred, args.pred_pattern)
     baseline = None if args.baseline is None else _folder(args.baseline, args.baseline_pattern)
     if baseline is None:
-        result = evaluate_folders(pred, gt, method=args.name, background=background, lpips=lpips, device=args.device)
+        result = evaluate_folders(
+            pred,
+            gt,
+            method=args.name,
+            background=background,
+            lpips=lpips,
+            device=args.device,
+            use_mask=not args.no_mask,
+        )
         if args.output is not None:
             from relight3d.eval.report import write_report
 
@@ -79,6 +103,7 @@ def _single(args: argparse.Namespace) -> int:
             background=background,
             lpips=lpips,
             device=args.device,
+            use_mask=not args.no_mask,
         )
     print(format_terminal_table(result))
     if args.output is not None:
@@ -107,7 +132,12 @@ def _compare(args: argparse.Namespace) -> int:
         if args.gt is not None or args.method or args.baseline is not None:
             args.parser.error("--manifest replaces --gt/--method/--baseline")
         result = evaluate_manifest(
-            args.manifest, output=args.output, background=args.background, lpips=lpips, device=args.device
+            args.manifest,
+            output=args.output,
+            background=args.background,
+            lpips=lpips,
+            device=args.device,
+            use_mask=not args.no_mask,
         )
     else:
         if args.gt is None or not (args.method or args.baseline):
@@ -124,6 +154,7 @@ def _compare(args: argparse.Namespace) -> int:
             background=1.0 if args.background is None else args.background,
             lpips=lpips,
             device=args.device,
+            use_mask=not args.no_mask,
         )
     print(format_terminal_table(result))
     if args.output is not None:
@@ -151,6 +182,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(
             f"--{what}-pattern",
             default=None,
+            type=_regex,
             help=f"regex on {what} file names; its first group names the view (default: file stem)",
         )
     _add_common(parser)

@@ -32,12 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from relight3d.data.errors import DataError
+from relight3d.errors import DataError
 from relight3d.eval.folders import ImageFolder, PathLike, load_pair, match_views
 from relight3d.eval.metrics import METRICS, lpips_model, score_image
 
 BASELINE_METHOD = "no relighting"
 """Method name of the baseline that keeps the training-light appearance."""
+NO_MASK_NOTE = "no object mask (--no-mask): in-mask metrics are n/a, channel alignment uses the whole image"
+"""The note of a result scored without the ground truth's alpha."""
 
 FolderLike = Union[ImageFolder, PathLike]
 
@@ -196,6 +198,7 @@ def evaluate_folders(
     background: Union[str, float] = 1.0,
     lpips: Optional[str] = "alex",
     device: str = "cpu",
+    use_mask: bool = True,
 ) -> EvaluationResult:
     """Score every PNG of ``pred_dir`` against the PNG of the same name in ``gt_dir``.
 
@@ -210,12 +213,15 @@ def evaluate_folders(
         lpips: LPIPS backbone ("alex", "vgg") or None to skip it. Without weights on disk LPIPS is NaN and
             ``lpips_status`` says ``n/a (no LPIPS weights)``.
         device: where LPIPS runs.
+        use_mask: False scores ground truth without alpha: the in-mask metrics are NaN (n/a), channel alignment
+            uses the whole image, and ``result.notes`` says so. True (the default) refuses such ground truth.
 
     Returns:
         One record per view; ``result.mean()`` gives the means.
 
     Raises:
-        DataError: a folder is missing or empty, the two folders hold different views, or two images differ in size.
+        DataError: a folder is missing or empty, the two folders hold different views, two images differ in size, or
+            a ground-truth image has no alpha channel while ``use_mask``.
     """
     pred_folder, gt_folder = ImageFolder.of(pred_dir), ImageFolder.of(gt_dir)
     level = parse_background(background)
@@ -225,10 +231,12 @@ def evaluate_folders(
     result = EvaluationResult(lpips_status=status, background=level)
     too_small = False
     for view, pred_path, gt_path in pairs:
-        pred, gt, mask = load_pair(pred_path, gt_path, level)
+        pred, gt, mask = load_pair(pred_path, gt_path, level, use_mask)
         if model is not None and min(gt.shape[:2]) < model.spec.min_size:
             too_small = True
         metrics, scale = score_image(pred, gt, mask, model)
+        if not use_mask:
+            metrics = {k: math.nan if "_masked" in k else v for k, v in metrics.items()}
         result.records.append(
             EvalRecord(
                 object=object_name,
@@ -244,6 +252,8 @@ def evaluate_folders(
         )
     if too_small:
         result.notes.append(f"LPIPS is n/a for images smaller than {model.spec.min_size} px")
+    if not use_mask:
+        result.notes.append(NO_MASK_NOTE)
     return result
 
 
@@ -264,6 +274,7 @@ def compare(
     lpips: Optional[str] = "alex",
     device: str = "cpu",
     title: str = "relight3d evaluation",
+    use_mask: bool = True,
 ) -> EvaluationResult:
     """Score several methods (and the baseline) on one object under one light, and write the report if asked.
 
@@ -280,6 +291,7 @@ def compare(
         lpips: as in ``evaluate_folders``.
         device: as in ``evaluate_folders``.
         title: heading of the HTML report.
+        use_mask: as in ``evaluate_folders``.
     """
     runs = [(name, folder) for name, folder in methods.items()]
     if baseline_dir is not None:
@@ -299,6 +311,7 @@ def compare(
             background=background,
             lpips=lpips,
             device=device,
+            use_mask=use_mask,
         )
         result = part if result is None else result.extend(part)
     assert result is not None
@@ -336,18 +349,21 @@ def read_manifest(path: PathLike) -> Dict[str, Any]:
     Raises:
         DataError: the file is missing or does not parse into a mapping.
     """
+    from relight3d.data.validation import check_regular_file
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, "no such file")
-    text = path.read_text(encoding="utf-8")
+    check_regular_file(path, "manifest")
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
             import yaml
 
             data = yaml.safe_load(text)
-    except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
+    except Exception as err:  # UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(path, f"cannot parse the manifest ({problem})") from None
     if not isinstance(data, dict):
@@ -378,6 +394,12 @@ def expand_manifest(
         raise DataError(source, "the manifest names no methods and no training_light (for the baseline)")
 
     def folder(value: Any, obj: str, light: str, what: str) -> ImageFolder:
+        try:
+            return _folder(value, obj, light, what)
+        except (KeyError, ValueError, IndexError) as err:  # str.format on a bad placeholder
+            raise DataError(source, f"{what}: bad placeholder in {value!r} ({type(err).__name__}: {err})") from None
+
+    def _folder(value: Any, obj: str, light: str, what: str) -> ImageFolder:
         if isinstance(value, str):
             return ImageFolder(root / value.format(object=obj, light=light))
         if isinstance(value, dict) and "dir" in value:
@@ -420,17 +442,22 @@ def evaluate_manifest(
     lpips: Optional[str] = "alex",
     device: str = "cpu",
     title: str = "relight3d evaluation",
+    use_mask: bool = True,
 ) -> EvaluationResult:
     """Score every (object, light, method) of a manifest (a file, or an already parsed mapping with paths relative to
     the working directory) and write the report to ``output`` if given.
 
-    ``background`` overrides the manifest's.
+    ``background`` overrides the manifest's; ``use_mask`` is as in ``evaluate_folders``.
     """
     if isinstance(manifest, Mapping):
         data, root, source = manifest, Path("."), "manifest"
     else:
         data, root, source = read_manifest(manifest), Path(manifest).parent, manifest
     level = background if background is not None else data.get("background", 1.0)
+    try:
+        level = parse_background(level)
+    except ValueError as err:
+        raise DataError(source, str(err)) from None
     result: Optional[EvaluationResult] = None
     for entry in expand_manifest(data, root, source):
         part = evaluate_folders(
@@ -443,6 +470,7 @@ def evaluate_manifest(
             background=level,
             lpips=lpips,
             device=device,
+            use_mask=use_mask,
         )
         result = part if result is None else result.extend(part)
     assert result is not None  # expand_manifest returns at least one entry, or raises

@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.data.errors import DataError
+from relight3d.errors import DataError
 
 PathLike = Union[str, Path]
 
@@ -42,11 +42,14 @@ class ImageFolder:
             raise DataError(self.path, "no such folder")
         if not self.path.is_dir():
             raise DataError(self.path, "not a folder")
-        regex = re.compile(self.pattern) if self.pattern is not None else None
+        try:
+            regex = re.compile(self.pattern) if self.pattern is not None else None
+        except re.error as err:
+            raise DataError(self.path, f"pattern {self.pattern!r} is not a valid regular expression ({err})") from None
         found: Dict[str, Path] = {}
         for p in sorted(self.path.iterdir()):
-            if not p.is_file():
-                continue
+            if p.is_dir():
+                continue  # a FIFO or device under an image's name is kept, and refused (unopened) when read
             if regex is None:
                 if p.suffix.lower() == ".png":
                     found[p.stem] = p
@@ -87,21 +90,31 @@ def _first(names: List[str], n: int = 3) -> str:
     return f"({shown}{', ...' if len(names) > n else ''})"
 
 
+def read_rgba_and_alpha(path: PathLike) -> Tuple[np.ndarray, bool]:
+    """An image as float32 RGBA in [0, 1], ``[h, w, 4]`` (alpha 1 where it has none), and whether it has alpha.
+
+    The file is checked by :func:`relight3d.data.validation.inspect_image`: a regular file, fully decoded, of the
+    format its suffix names; 16-bit PNGs keep all 16 bits.
+
+    Raises:
+        DataError: one line naming the file.
+    """
+    from relight3d.data.validation import inspect_image, read_image_float32
+
+    info = inspect_image(Path(path))
+    image = read_image_float32(Path(path), info)
+    if image.shape[2] == 3:
+        image = np.concatenate([image, np.ones_like(image[..., :1])], axis=2)
+    return image, info.has_alpha
+
+
 def read_rgba(path: PathLike) -> np.ndarray:
     """An image as float32 RGBA in [0, 1], ``[h, w, 4]`` (images without alpha get alpha 1).
 
     Raises:
-        DataError: the file is missing or not an image.
+        DataError: the file is missing, not a regular file, not a complete image, or of an unsupported mode.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise DataError(path, "no such file") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(path, f"cannot read the image ({type(err).__name__})") from None
+    return read_rgba_and_alpha(path)[0]
 
 
 def composite(rgba: np.ndarray, background: float) -> Float[Tensor, "h w 3"]:
@@ -110,22 +123,36 @@ def composite(rgba: np.ndarray, background: float) -> Float[Tensor, "h w 3"]:
     return torch.from_numpy(rgb * alpha + background * (1.0 - alpha))
 
 
+NO_ALPHA_PROBLEM = (
+    "the ground truth has no alpha channel, so there is no object mask for the in-mask metrics: give it one "
+    "(alpha = object mask), or pass --no-mask to score the full image only"
+)
+
+
 def load_pair(
-    pred_path: Path, gt_path: Path, background: float
+    pred_path: Path, gt_path: Path, background: float, use_mask: bool = True
 ) -> Tuple[Float[Tensor, "h w 3"], Float[Tensor, "h w 3"], Float[Tensor, "h w 1"]]:
     """The prediction and the ground truth composited on ``background``, and the mask (GT alpha > 0.5).
 
-    A prediction with an alpha channel is composited with its own alpha. A ground truth without alpha gives a mask of
-    the whole image.
+    A prediction with an alpha channel is composited with its own alpha.
+
+    Args:
+        pred_path: the prediction.
+        gt_path: the ground truth; it must have an alpha channel (the object mask) unless ``use_mask`` is False.
+        background: grey level both are composited on.
+        use_mask: False: the mask is the whole image (the caller reports no in-mask metrics).
 
     Raises:
-        DataError: an image cannot be read, or the two sizes differ.
+        DataError: an image cannot be read, the ground truth has no alpha while ``use_mask``, or the sizes differ.
     """
-    gt_rgba = read_rgba(gt_path)
+    gt_rgba, gt_has_alpha = read_rgba_and_alpha(gt_path)
+    if use_mask and not gt_has_alpha:
+        raise DataError(gt_path, NO_ALPHA_PROBLEM)
     pred_rgba = read_rgba(pred_path)
     if pred_rgba.shape != gt_rgba.shape:
         ph, pw = pred_rgba.shape[:2]
         gh, gw = gt_rgba.shape[:2]
         raise DataError(pred_path, f"size {pw}x{ph} differs from the ground truth's {gw}x{gh} ({gt_path})")
-    mask = torch.from_numpy((gt_rgba[..., 3:] > 0.5).astype(np.float32))
+    alpha = gt_rgba[..., 3:] if use_mask else np.ones_like(gt_rgba[..., 3:])
+    mask = torch.from_numpy((alpha > 0.5).astype(np.float32))
     return composite(pred_rgba, background), composite(gt_rgba, background), mask

@@ -7,8 +7,19 @@ trimesh and friends are imported inside the command functions.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any, Tuple, Union
+
+from relight3d.cli_types import (
+    finite_float,
+    float_in_open_range,
+    int_in_range,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_interval_float,
+)
 
 RENDER_OUTPUT_NAMES = ("rgb", "depth", "normals", "accumulation")
 
@@ -20,8 +31,8 @@ def _threshold(text: str) -> Union[float, str]:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected auto, masks, opacity or a positive number, got '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the density threshold must be positive, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"the density threshold must be a positive number, got {text}")
     return value
 
 
@@ -33,26 +44,6 @@ def _outputs(text: str) -> Tuple[str, ...]:
             f"unknown render output(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(RENDER_OUTPUT_NAMES)}"
         )
     return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def _device(name: str) -> str:
@@ -132,20 +123,21 @@ def register(subparsers: Any) -> None:
 
     mesh = sub.add_parser("mesh", help="marching-cubes mesh (.ply, .obj, .glb) with vertex colours or a texture")
     _common(mesh)
-    mesh.add_argument("--resolution", type=_positive_int, default=256, help="grid samples along the longest side")
+    mesh.add_argument("--resolution", type=int_in_range(2, 4096), default=256,
+                      help="grid samples along the longest side")  # fmt: skip
     mesh.add_argument("--threshold", type=_threshold, default="auto",
                       help="density iso-level, or a rule: masks (match the training masks' silhouettes), opacity "
                       "(50%% opacity from outside), auto (masks when the images have alpha, else opacity)")  # fmt: skip
-    mesh.add_argument("--keep-components", type=int, default=1, help="largest components kept (0: all)")
-    mesh.add_argument("--min-component-fraction", type=float, default=0.0,
+    mesh.add_argument("--keep-components", type=non_negative_int, default=1, help="largest components kept (0: all)")
+    mesh.add_argument("--min-component-fraction", type=unit_interval_float, default=0.0,
                       help="drop kept components smaller than this fraction of the largest")  # fmt: skip
-    mesh.add_argument("--target-faces", type=_positive_int, default=None, help="decimate to about this many faces")
+    mesh.add_argument("--target-faces", type=positive_int, default=None, help="decimate to about this many faces")
     mesh.add_argument("--no-vertex-colors", action="store_true", help="geometry only")
-    mesh.add_argument("--texture-size", type=_positive_int, default=None,
+    mesh.add_argument("--texture-size", type=int_in_range(8, 16384), default=None,
                       help="bake a UV texture of this size (.obj/.glb; needs xatlas)")  # fmt: skip
     mesh.add_argument("--texture-backend", choices=["auto", "nvdiffrast", "torch"], default="auto",
                       help="UV rasteriser for the bake")  # fmt: skip
-    mesh.add_argument("--chunk-size", type=_positive_int, default=1 << 18, help="points per density query")
+    mesh.add_argument("--chunk-size", type=positive_int, default=1 << 18, help="points per density query")
     mesh.set_defaults(func=_export_mesh)
 
     video = sub.add_parser("video", help="render a camera path to .mp4 or .gif")
@@ -153,13 +145,16 @@ def register(subparsers: Any) -> None:
     video.add_argument("--path", default="orbit", help="orbit, spiral, or a nerfstudio camera_path.json")
     video.add_argument("--outputs", type=_outputs, default=("rgb",),
                        help="comma-separated, side by side: rgb, depth, normals, accumulation")  # fmt: skip
-    video.add_argument("--frames", type=_positive_int, default=120, help="frames of an orbit or spiral")
-    video.add_argument("--fps", type=_positive_float, default=None, help="frames per second (default: file's or 24)")
-    video.add_argument("--width", type=_positive_int, default=None, help="frame width (default: training images')")
-    video.add_argument("--height", type=_positive_int, default=None, help="frame height (default: training images')")
-    video.add_argument("--radius", type=_positive_float, default=None, help="orbit/spiral camera distance")
-    video.add_argument("--elevation", type=float, default=None, help="orbit/spiral elevation in degrees")
-    video.add_argument("--fov", type=_positive_float, default=None, help="vertical field of view in degrees")
+    video.add_argument("--frames", type=positive_int, default=120, help="frames of an orbit or spiral")
+    video.add_argument("--fps", type=positive_float, default=None, help="frames per second (default: file's or 24)")
+    video.add_argument("--width", type=int_in_range(1, 16384), default=None,
+                       help="frame width (default: training images')")  # fmt: skip
+    video.add_argument("--height", type=int_in_range(1, 16384), default=None,
+                       help="frame height (default: training images')")  # fmt: skip
+    video.add_argument("--radius", type=positive_float, default=None, help="orbit/spiral camera distance")
+    video.add_argument("--elevation", type=finite_float, default=None, help="orbit/spiral elevation in degrees")
+    video.add_argument("--fov", type=float_in_open_range(0.0, 180.0), default=None,
+                       help="vertical field of view in degrees, in (0, 180)")  # fmt: skip
     video.add_argument("--save-camera-path", type=Path, default=None,
                        help="also write the path as a camera_path.json (for ns-render camera-path)")  # fmt: skip
     video.set_defaults(func=_export_video)

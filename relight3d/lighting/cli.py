@@ -9,6 +9,8 @@ import argparse
 import math
 from pathlib import Path
 
+from relight3d.cli_types import finite_float
+
 PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -78,7 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rotate = commands.add_parser("rotate", help="turn the map about the up axis (+Z) and write it")
     rotate.add_argument("file", help=".exr or .hdr equirectangular map")
     rotate.add_argument(
-        "--degrees", type=float, required=True, help="angle, counter-clockwise seen from above (lights move by it)"
+        "--degrees",
+        type=finite_float,
+        required=True,
+        help="angle, counter-clockwise seen from above (lights move by it)",
     )
     rotate.add_argument("--output", required=True, help="output .exr or .hdr")
     rotate.set_defaults(func=_rotate)
@@ -88,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--output", required=True, help="output .png or .jpg")
     preview.add_argument(
         "--exposure",
-        type=float,
+        type=finite_float,
         default=None,
         help="exposure in stops (radiance x 2^stops before clipping); default: automatic (99th percentile -> white)",
     )

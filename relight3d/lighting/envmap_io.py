@@ -4,14 +4,30 @@ Libraries: OpenEXR (the Academy Software Foundation's own Python bindings, ``pip
 OpenCV (``opencv-python-headless``, already a nerfstudio dependency) for Radiance RGBE .hdr. Both are imported only
 when a file is read or written.
 
-Reading checks the file's magic bytes before decoding, so a PNG/JPEG (or one renamed to .hdr) fails with a one-line
+Reading refuses anything that is not a regular file (a FIFO, a device, a folder) before opening it, so nothing can
+hang, and checks the file's magic bytes before decoding, so a PNG/JPEG (or one renamed to .hdr) fails with a one-line
 :class:`EnvMapError` naming the file, as does a truncated or otherwise corrupt file. Lossy EXR compression (DWA, as in
 Poly Haven's maps) leaves small negative values; they are clamped to 0.
+
+:func:`read_envmap` then checks that the file can light a scene (:func:`check_envmap`):
+
+* every value finite (no NaN or infinity);
+* some light: a map whose pixels are all zero or negative would give black renders;
+* no absurd radiance: a peak above :data:`MAX_RADIANCE` (1e6, far above an unclipped sun in a photographed HDRI,
+  whose peaks are around 1e4-1e5) is refused, because it swamps every other pixel and overflows float16 maths;
+* the equirectangular shape: at least :data:`MIN_HEIGHT` rows and twice as wide as high. A map within 1% of 2:1
+  (a rounding in some exporter) is read with a warning; any other shape (a 1:1 mirror ball or angular map, a cube-map
+  cross, a camera image) is refused, since reading it as latitude-longitude would put the light in the wrong places.
+
+:func:`read_hdr_image` reads an .exr / .hdr image without the environment-map checks (a rendered camera image).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
+import warnings
 from pathlib import Path
 from typing import Iterator, Union
 
@@ -20,7 +36,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.data.errors import DataError
+from relight3d.errors import ConfigError, DataError
 
 ENVMAP_SUFFIXES = (".exr", ".hdr")
 LDR_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tga", ".ppm")
@@ -28,6 +44,13 @@ LDR_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tga", ".ppm"
 _EXR_MAGIC = b"\x76\x2f\x31\x01"
 _RADIANCE_MAGICS = (b"#?RADIANCE", b"#?RGBE")
 _LDR_MAGICS = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"GIF8": "GIF", b"RIFF": "WebP"}
+
+MAX_RADIANCE = 1e6
+"""Largest radiance accepted in a map (after negatives are clamped): anything brighter is a unit or export mistake."""
+MIN_HEIGHT = 2
+"""Fewest rows of an equirectangular map (with twice as many columns)."""
+ASPECT_TOLERANCE = 0.01
+"""Relative deviation from 2:1 that is read with a warning instead of refused."""
 
 
 class EnvMapError(DataError):
@@ -41,8 +64,23 @@ def _ldr_problem(kind: str) -> str:
     return f"{kind} is a low-dynamic-range (8-bit) image; an environment map must be HDR radiance (.exr or .hdr)"
 
 
+def _check_regular_file(path: Path) -> None:
+    """Refuse a missing path, a folder, or anything but a regular file (FIFO, device, socket) before opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise EnvMapError(path, "file not found") from None
+    except OSError as err:
+        raise EnvMapError(path, f"cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(mode):
+        raise EnvMapError(path, "is a directory, not an environment map")
+    if not stat.S_ISREG(mode):
+        raise EnvMapError(path, "is not a regular file (a FIFO, device or socket); an environment map must be a file")
+
+
 def _check_magic(path: Path) -> str:
     """The format ('exr' or 'hdr') from the file's first bytes; raises EnvMapError for anything else."""
+    _check_regular_file(path)
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -129,22 +167,17 @@ def _read_exr(path: Path) -> np.ndarray:
     return rgb.astype(np.float32)
 
 
-def read_envmap(path: Union[str, Path]) -> Float[Tensor, "h w 3"]:
-    """Read an equirectangular environment map (.exr or .hdr) as linear float32 radiance, negatives clamped to 0.
-
-    Returns a CPU tensor ``[H, W, 3]`` (row 0 = top, see :mod:`relight3d.lighting.equirect`).
+def read_hdr_image(path: Union[str, Path]) -> Float[Tensor, "h w 3"]:
+    """Read an .exr or .hdr image as linear float32 RGB, negatives clamped to 0, with no environment-map checks.
 
     Raises:
-        EnvMapError: missing, empty, corrupt or truncated file; an LDR image (.png/.jpg, or 8-bit data under any
-            name); an unsupported format; no RGB channels; NaN or infinite values.
-
-    Example:
-        >>> read_envmap("sky.png")  # doctest: +SKIP
-        EnvMapError: sky.png: .png is a low-dynamic-range (8-bit) image; an environment map must be HDR ...
+        EnvMapError: not a regular file, missing, empty, corrupt or truncated file; an LDR image; an unsupported
+            format; no RGB channels; no pixels; NaN or infinite values.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in LDR_SUFFIXES:
+        _check_regular_file(path)
         raise EnvMapError(path, _ldr_problem(suffix))
     kind = _check_magic(path)
     rgb = _read_exr(path) if kind == "exr" else _read_hdr(path)
@@ -154,6 +187,71 @@ def read_envmap(path: Union[str, Path]) -> Float[Tensor, "h w 3"]:
         raise EnvMapError(path, "contains NaN or infinite values")
     np.maximum(rgb, 0.0, out=rgb)
     return torch.from_numpy(np.ascontiguousarray(rgb))
+
+
+def check_envmap(envmap: Float[Tensor, "h w 3"], source: Union[str, Path]) -> None:
+    """Check that a map (negatives already clamped) can light a scene; see the module docstring for the rules.
+
+    Raises:
+        EnvMapError: naming ``source``: wrong shape, no light, or absurd radiance.
+    """
+    height, width = int(envmap.shape[0]), int(envmap.shape[1])
+    if height < MIN_HEIGHT or width < 2 * MIN_HEIGHT:
+        raise EnvMapError(
+            source,
+            f"is {width}x{height} pixels (width x height), too small for an equirectangular environment map, "
+            f"which must be twice as wide as high and at least {2 * MIN_HEIGHT}x{MIN_HEIGHT}",
+        )
+    if width != 2 * height:
+        ratio = width / height
+        message = (
+            f"is {width}x{height} pixels (aspect {ratio:.3g}:1); an equirectangular (latitude-longitude) "
+            "environment map is twice as wide as high (2:1)"
+        )
+        if abs(ratio / 2.0 - 1.0) > ASPECT_TOLERANCE:
+            raise EnvMapError(source, message + "; convert a mirror-ball, angular or cube-map probe first")
+        warnings.warn(f"{source}: {message}; reading it as 2:1", stacklevel=3)
+    peak = float(envmap.max())
+    if not peak > 0.0:
+        raise EnvMapError(source, "has no light: every pixel is zero or negative (black renders)")
+    if peak > MAX_RADIANCE:
+        raise EnvMapError(
+            source,
+            f"peak radiance {peak:.3g} is absurdly bright (the limit is {MAX_RADIANCE:.0e}); rescale the map "
+            "(and use a strength option for its brightness)",
+        )
+
+
+def check_strength(option: str, value: float) -> float:
+    """A radiance multiplier must be a finite number > 0 (0 or a negative value gives black renders).
+
+    Raises:
+        ConfigError: naming ``option``.
+    """
+    if not (np.isfinite(value) and value > 0.0):
+        raise ConfigError(option, f"the radiance strength must be a positive number, got {value}")
+    if value * MAX_RADIANCE > np.finfo(np.float32).max:
+        raise ConfigError(option, f"the radiance strength {value:g} is absurdly large")
+    return float(value)
+
+
+def read_envmap(path: Union[str, Path]) -> Float[Tensor, "h w 3"]:
+    """Read an equirectangular environment map (.exr or .hdr) as linear float32 radiance, negatives clamped to 0.
+
+    Returns a CPU tensor ``[H, W, 3]`` (row 0 = top, see :mod:`relight3d.lighting.equirect`).
+
+    Raises:
+        EnvMapError: not a regular file; missing, empty, corrupt or truncated file; an LDR image (.png/.jpg, or 8-bit
+            data under any name); an unsupported format; no RGB channels; NaN or infinite values; not 2:1 or
+            too small; no light (all zero or negative); a peak above ``MAX_RADIANCE``.
+
+    Example:
+        >>> read_envmap("sky.png")  # doctest: +SKIP
+        EnvMapError: sky.png: .png is a low-dynamic-range (8-bit) image; an environment map must be HDR ...
+    """
+    envmap = read_hdr_image(path)
+    check_envmap(envmap, path)
+    return envmap
 
 
 def write_envmap(path: Union[str, Path], envmap: Union[Float[Tensor, "h w 3"], np.ndarray], half: bool = False) -> Path:

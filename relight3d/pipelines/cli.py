@@ -10,6 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
+from relight3d.cli_types import finite_float, non_negative_int, positive_float, positive_int
+from relight3d.errors import ConfigError
+
 
 def _textual_inversion(args: argparse.Namespace) -> int:
     from relight3d.priors.textual_inversion import TextualInversionConfig, train_textual_inversion
@@ -49,17 +52,19 @@ def _add_textual_inversion(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="folder for learned_embeds.safetensors")
     p.add_argument("--token", default="_object_", help="the new placeholder token (default: %(default)s)")
     p.add_argument("--init-token", default="object", help="single-token word to start from (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=defaults["steps"], help="optimisation steps (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=defaults["lr"], help="learning rate (default: %(default)s)")
-    p.add_argument("--no-scale-lr", action="store_true", help="do not scale the lr by batch x accumulation")
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="default: %(default)s")
     p.add_argument(
-        "--gradient-accumulation-steps", type=int, default=defaults["gradient_accumulation_steps"],
+        "--steps", type=positive_int, default=defaults["steps"], help="optimisation steps (default: %(default)s)"
+    )
+    p.add_argument("--lr", type=positive_float, default=defaults["lr"], help="learning rate (default: %(default)s)")
+    p.add_argument("--no-scale-lr", action="store_true", help="do not scale the lr by batch x accumulation")
+    p.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"], help="default: %(default)s")
+    p.add_argument(
+        "--gradient-accumulation-steps", type=positive_int, default=defaults["gradient_accumulation_steps"],
         help="default: %(default)s",
     )  # fmt: skip
-    p.add_argument("--resolution", type=int, default=None, help="training size (default: the UNet's)")
+    p.add_argument("--resolution", type=positive_int, default=None, help="training size (default: the UNet's)")
     p.add_argument("--no-augment", action="store_true", help="turn the heavy augmentation off")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.set_defaults(func=_textual_inversion)
 
@@ -81,7 +86,7 @@ def prior_config(name: str, model_path: Optional[str]):  # noqa: ANN201 - a Reli
     config = getattr(importlib.import_module(module), cls)()
     if model_path is not None:
         if not hasattr(config, "model_path"):
-            raise SystemExit(f"relight3d: error: --prior-path: the {name} prior loads no weights")
+            raise ConfigError("--prior-path", f"the {name} prior loads no weights")
         config.model_path = Path(model_path)
     return config
 
@@ -89,6 +94,10 @@ def prior_config(name: str, model_path: Optional[str]):  # noqa: ANN201 - a Reli
 def _relight(args: argparse.Namespace) -> int:
     from relight3d.pipelines.relight_run import RelightJob, run_relighting
 
+    if args.stage1_steps + args.stage2_steps == 0:
+        raise ConfigError("--stage1-steps/--stage2-steps", "both are 0: relighting needs at least one training step")
+    if args.strength is not None and len(args.strength) != len(args.envmap):
+        raise ConfigError("--strength", f"{len(args.strength)} strength(s) for {len(args.envmap)} --envmap map(s)")
     job = RelightJob(
         field_run=Path(args.field_run),
         envmaps=[Path(p) for p in args.envmap],
@@ -101,6 +110,9 @@ def _relight(args: argparse.Namespace) -> int:
         data=Path(args.data) if args.data else None,
         video_frames=args.video_frames,
         device=args.device,
+        eval_data=[Path(p) for p in args.eval_data] if args.eval_data else None,
+        source_envmap=Path(args.source_envmap) if args.source_envmap else None,
+        estimate_source=args.estimate_source,
     )
     results = run_relighting(job)
     for name, metrics in results.items():
@@ -124,13 +136,28 @@ def _add_relight(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="output folder (one run per map, videos, report)")
     p.add_argument("--prior", default="physical", choices=sorted(PRIOR_CONFIGS), help="default: %(default)s")
     p.add_argument("--prior-path", default=None, help="local checkpoint folder of a prior with weights")
-    p.add_argument("--strength", type=float, nargs="+", default=None, help="radiance multiplier per map")
-    p.add_argument("--rotation", type=float, default=0.0, help="rotate the maps about the up axis (degrees)")
-    p.add_argument("--stage1-steps", type=int, default=2500, help="default: %(default)s")
-    p.add_argument("--stage2-steps", type=int, default=500, help="default: %(default)s")
+    p.add_argument(
+        "--strength", type=positive_float, nargs="+", default=None, help="radiance multiplier (> 0) per map"
+    )
+    p.add_argument("--rotation", type=finite_float, default=0.0, help="rotate the maps about the up axis (degrees)")
+    p.add_argument("--stage1-steps", type=non_negative_int, default=2500, help="default: %(default)s")
+    p.add_argument("--stage2-steps", type=non_negative_int, default=500, help="default: %(default)s")
     p.add_argument("--data", default=None, help="data folder (default: the trained run's)")
-    p.add_argument("--video-frames", type=int, default=48, help="rotating-light video frames (0: none)")
+    p.add_argument("--video-frames", type=non_negative_int, default=48, help="rotating-light video frames (0: none)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument(
+        "--eval-data", nargs="+", default=None, metavar="DIR",
+        help="ground truth per map, in --envmap order: Blender-layout folders whose transforms_test.json views are "
+        "rendered under that map (default: the data folder's own, Objaverse or benchmark layout, when it has them)",
+    )  # fmt: skip
+    p.add_argument(
+        "--source-envmap", default=None,
+        help="the training light's map (default: the one the data records, else estimated from the field)",
+    )  # fmt: skip
+    p.add_argument(
+        "--estimate-source", action="store_true",
+        help="estimate the training light from the field (order-2 SH) even when the data records it",
+    )  # fmt: skip
     p.set_defaults(func=_relight)
 
 

@@ -19,9 +19,7 @@ the run is reconstruction only.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type
@@ -32,17 +30,17 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
-from PIL import Image
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from relight3d.data.datamanager import InMemoryDataManagerConfig
 from relight3d.data.errors import DataError
-from relight3d.data.single_image import (
+from relight3d.data.single_image import (  # pad_image_to_square: cached under the user's cache folder
     SingleImageDataParser,
     SingleImageDataParserConfig,
     look_at_camera_to_world,
     orbit_position,
+    pad_image_to_square,
 )
 from relight3d.data.validation import image_size
 from relight3d.eval.image_metrics import psnr
@@ -86,31 +84,6 @@ def _weight(value: float) -> Any:
 
 
 # --- the reference image ------------------------------------------------------------------------------------------
-def pad_image_to_square(path: Path, out_dir: Optional[Path] = None) -> Path:
-    """Pad an image with transparent pixels to a centred square; returns the written PNG.
-
-    The file is named after the input and a hash of its content, in ``out_dir`` (default: a folder in the system's
-    temporary directory), so repeated runs reuse it.
-    """
-    path = Path(path)
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-    out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.gettempdir()) / "relight3d-padded"
-    out = out_dir / f"{path.stem}-{digest}-square.png"
-    if out.is_file():
-        return out
-    with Image.open(path) as im:
-        rgba = im.convert("RGBA")
-    w, h = rgba.size
-    side = max(w, h)
-    canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    canvas.paste(rgba, ((side - w) // 2, (side - h) // 2))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    canvas.save(tmp)
-    tmp.replace(out)
-    return out
-
-
 @dataclass
 class ReferenceImageDataParserConfig(SingleImageDataParserConfig):
     """The input RGBA image of single-image reconstruction (square), seen from a configurable camera.

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from relight3d.lighting import directions_to_uv, envmap_directions, read_envmap, sample_envmap, write_envmap
+from relight3d.lighting import directions_to_uv, envmap_directions, sample_envmap, write_envmap
+from relight3d.lighting.envmap_io import read_hdr_image
 
 RESOLUTION = 16
 LENS_MM, SENSOR_MM = 35.0, 32.0
@@ -159,7 +160,7 @@ def test_cycles_world_background_matches_sample_envmap(tmp_path: Path) -> None:
         "rows flipped": torch.flip(envmap, dims=[0]),
     }
     for (azimuth, elevation), c2w, output in zip(views, cameras, outputs):
-        rendered = read_envmap(output)
+        rendered = read_hdr_image(output)  # a square camera render, not an equirectangular map
         assert rendered.shape == (RESOLUTION, RESOLUTION, 3)
         rays = _pixel_ray_directions(c2w, RESOLUTION)
         expected = sample_envmap(envmap, rays)
