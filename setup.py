@@ -77,6 +77,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["relight3d", "relight3d.*"]),
     include_package_data=True,
+    # The demo's CC0 HDR maps (relight3d/assets is data, not a package: find_packages does not list it).
+    package_data={"relight3d": ["assets/envmaps/*.exr", "assets/envmaps/LICENSE.txt"]},
     install_requires=[
         # Any torch: installing relight3d must not replace the user's torch (pin it with constraints.txt).
         "torch>=2.1",

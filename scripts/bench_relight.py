@@ -54,6 +54,11 @@ def main() -> None:
     ap.add_argument("--stage1-steps", type=int, default=600)
     ap.add_argument("--stage2-steps", type=int, default=50)
     ap.add_argument("--video-frames", type=int, default=0)
+    ap.add_argument(
+        "--estimate-source",
+        action="store_true",
+        help="estimate the training light from the field (order-2 SH) instead of reading the benchmark's map",
+    )
     args = ap.parse_args()
 
     objects = args.objects or sorted(
@@ -76,6 +81,7 @@ def main() -> None:
             stage1_steps=args.stage1_steps,
             stage2_steps=args.stage2_steps,
             video_frames=args.video_frames,
+            estimate_source=args.estimate_source,
         )
         results = run_relighting(job)
         tables[name] = {"field_seconds": field_seconds, "lights": results}

@@ -1,14 +1,21 @@
 """``relight3d relight``: relight one trained field under several target maps, evaluate, render videos, report.
 
 For each target map this trains ``relight3d-gaffer`` (stage 1 + stage 2) from the trained field, renders the
-held-out views, scores them against the ground truth under that light when the data has it (Objaverse / Neural
-Gaffer layout: ``{view:03d}_{light:03d}_{envname}.png``, the light found by the map's file name) together with the
-"no relighting" baseline (the same views under the training light), writes a rotating-light video, and finally one
-comparison report over all target maps.
+held-out views, scores them against the ground truth under that light together with the "no relighting" baseline,
+writes a rotating-light video, and finally one comparison report over all target maps.
+
+The ground truth under a target map comes from ``--eval-data DIR`` (one Blender-layout folder per map) or from
+the data folder (the benchmark's Blender layout or the Objaverse layout): see :mod:`relight3d.pipelines.relight_eval`.
+The baseline ("no relighting") is the same views under the training light: the data's own images of those views
+when it has them (Objaverse: the training light's images; Blender: ``transforms_test.json`` of the data folder
+when its cameras are the eval views'), else the trained field's render of the views before relighting.
+Output folders are named after the maps' file stems made safe (:mod:`relight3d.output_names`), so nothing is
+written outside ``output``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -16,13 +23,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from relight3d.data.errors import DataError
+from relight3d.errors import ConfigError
+from relight3d.output_names import OutputNames
+from relight3d.pipelines.relight_eval import EvalViews, find_eval_views, gt_views_for_light
 from relight3d.priors.base import RelightingPriorConfig
 from relight3d.priors.physical import PhysicalPriorConfig
 
@@ -59,28 +68,45 @@ class RelightJob:
     """Where training runs."""
     rays_per_batch: Optional[int] = None
     """Override of the training rays per batch."""
+    eval_data: Optional[Sequence[Optional[Path]]] = None
+    """Ground truth per target map, in the same order: a Blender-layout folder whose ``transforms_test.json`` views
+    are rendered under that map (None for a map: look in the data folder, see the module docstring)."""
+    source_envmap: Optional[Path] = None
+    """The training light's map (default: the one the data records, else estimated from the field)."""
+    estimate_source: bool = False
+    """Estimate the training light from the field even when it is known (to measure the estimator)."""
 
 
-def gt_views_for_light(folder: Path, envname: str, views: Sequence[int]) -> Tuple[Optional[int], Dict[int, Path]]:
-    """The light index whose images are named after ``envname`` and its image per view (Objaverse layout)."""
-    from relight3d.data.objaverse import scan_object_folder
+@contextlib.contextmanager
+def trained_field_weights(pipeline) -> Iterator[None]:  # noqa: ANN001
+    """Inside the block, ``pipeline.model`` holds the trained field's weights (its training-light appearance);
+    the relit weights come back afterwards."""
+    from relight3d.pipelines.relighting import load_field_run
 
-    found = scan_object_folder(folder)
-    for light in sorted({k for v in found.values() for k in v}):
-        paths = {
-            v: found[v][light][1] for v in views if v in found and light in found[v] and found[v][light][0] == envname
-        }
-        if paths:
-            return light, paths
-    return None, {}
+    _, field_state, _ = load_field_run(Path(pipeline.config.field_run))
+    relit_state = {k: v.clone() for k, v in pipeline.model.state_dict().items()}
+    pipeline.model.load_state_dict(field_state, strict=False)
+    try:
+        yield
+    finally:
+        pipeline.model.load_state_dict(relit_state)
 
 
-def training_light_views(folder: Path, light: int, views: Sequence[int]) -> Dict[int, Path]:
-    """Images of ``views`` under the training light ``light``."""
-    from relight3d.data.objaverse import scan_object_folder
+@torch.no_grad()
+def render_views(model, cameras, out_dir: Path, names: Sequence[str]) -> None:  # noqa: ANN001
+    """Render ``cameras`` as straight-alpha RGBA PNGs (alpha = accumulation) named ``names``: composited on the
+    model's background, as the evaluation does, they give back the render."""
+    from relight3d.pipelines.relighting import render_view, straight_rgb
 
-    found = scan_object_folder(folder)
-    return {v: found[v][light][1] for v in views if v in found and light in found[v]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    for i, name in enumerate(names):
+        out = render_view(model, cameras[i : i + 1])
+        acc = out["accumulation"].clamp(0, 1)
+        rgba = torch.cat([straight_rgb(out["rgb"], acc, model.background), acc], -1).cpu().numpy()
+        Image.fromarray((rgba * 255 + 0.5).astype(np.uint8)).save(out_dir / name)
+    model.train(was_training)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -110,23 +136,37 @@ def _strength_from_meta(folder: Path, envname: str) -> Optional[float]:
     return None
 
 
-@torch.no_grad()
 def render_eval_views(pipeline, out_dir: Path, names: Dict[int, str]) -> None:  # noqa: ANN001
-    """Render the eval cameras of ``pipeline`` as straight-alpha RGBA PNGs (alpha = accumulation) named
-    ``names[view]``: composited on the model's background, as the evaluation does, they give back the render."""
-    from relight3d.pipelines.relighting import render_view, straight_rgb
-
+    """Render the eval cameras of ``pipeline`` whose view index is in ``names`` as ``names[view]`` (see
+    :func:`render_views`)."""
     dataset = pipeline.datamanager.eval_dataset
     views = list(dataset.metadata.get("view_indices") or range(len(dataset)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pipeline.model.eval()
-    for i, v in enumerate(views):
-        if v not in names:
-            continue
-        out = render_view(pipeline.model, dataset.cameras[i : i + 1])
-        acc = out["accumulation"].clamp(0, 1)
-        rgba = torch.cat([straight_rgb(out["rgb"], acc, pipeline.model.background), acc], -1).cpu().numpy()
-        Image.fromarray((rgba * 255 + 0.5).astype(np.uint8)).save(out_dir / names[v])
+    rows = [i for i, v in enumerate(views) if v in names]
+    if rows:
+        render_views(pipeline.model, dataset.cameras[torch.tensor(rows)], out_dir, [names[views[i]] for i in rows])
+
+
+def _view_gbuffers(pipeline, normals, points, directions, mask) -> Dict[str, Any]:  # noqa: ANN001
+    """The G-buffers the prior shades one view with, as in stage 1: density + depth normals, and their average over
+    that view and every training view (``"multiview_normals"``) when the sizes match."""
+    from relight3d.priors.normals import density_and_depth_normals, fuse_view_normals
+
+    fg = (mask > 0.5).float()
+    both = density_and_depth_normals(normals[None], points[None], directions[None], fg)
+    out = {"normals": both, "directions": directions[None], "points": points[None]}
+    resolution = pipeline.config.normal_fusion_resolution
+    train = pipeline.training_view_gbuffers()
+    if resolution > 0 and train["points"].shape[1:3] == points.shape[:2]:
+        train_fg = (train["accumulation"] > 0.5).float()
+        train_both = density_and_depth_normals(train["normals"], train["points"], train["directions"], train_fg)
+        out["multiview_normals"] = fuse_view_normals(
+            torch.cat([train_both, both]),
+            torch.cat([train["points"], points[None]]),
+            torch.cat([train_fg, fg]),
+            pipeline.model.field.aabb.detach().float().cpu(),
+            resolution,
+        )[-1:]
+    return out
 
 
 def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Optional[Path]:  # noqa: ANN001
@@ -137,21 +177,20 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
     """
     from relight3d.export.video import RotatingLightPath, render_video
     from relight3d.lighting import rotate_envmap_about_up
-    from relight3d.pipelines.relighting import camera_rays, load_field_run, render_view, straight_rgb
+    from relight3d.pipelines.relighting import camera_rays, render_view, straight_rgb
 
     if n_frames <= 0:
         return None
     camera = pipeline.datamanager.eval_dataset.cameras[0:1]
-    # The training-light appearance of this view comes from the original field: swap its weights in to render it.
-    _, field_state, _ = load_field_run(Path(pipeline.config.field_run))
-    relit_state = {k: v.clone() for k, v in pipeline.model.state_dict().items()}
-    pipeline.model.load_state_dict(field_state, strict=False)
-    with torch.no_grad():
+    # The training-light appearance of this view comes from the original field.
+    with trained_field_weights(pipeline), torch.no_grad():
         gb = render_view(pipeline.model, camera, ("normals",))
-    pipeline.model.load_state_dict(relit_state)
     mask = gb["accumulation"].clamp(0, 1)[None].cpu()
     source_rgb = straight_rgb(gb["rgb"].cpu(), mask[0], pipeline.model.background.cpu())
-    directions = camera_rays(camera)[1].reshape(source_rgb.shape)
+    origins, directions, _ = camera_rays(camera)
+    points = (origins + directions * gb["depth"].reshape(-1, 1).to(directions)).reshape(source_rgb.shape)
+    directions = directions.reshape(source_rgb.shape)
+    gbuffers = _view_gbuffers(pipeline, gb["normals"].cpu(), points.cpu(), directions.cpu(), mask)
     target = pipeline.target_envmap()
     source = pipeline.source_envmap()
     prior = pipeline.prior
@@ -159,7 +198,7 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
 
     def frame(model, degrees: float):  # noqa: ANN001, ANN202
         env = rotate_envmap_about_up(target, math.radians(degrees))
-        kwargs = {"gbuffers": {"normals": gb["normals"][None].cpu(), "directions": directions[None].cpu()}}
+        kwargs = {"gbuffers": gbuffers}
         if source is not None:
             kwargs["source_envmap"] = source
         relit = prior.relight(source_rgb[None].cpu(), mask, c2w, env, **kwargs)[0]
@@ -180,36 +219,95 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
     return render_video(pipeline, cams, out, light_path=path, fps=fps, progress=False).path
 
 
-def run_relighting(job: RelightJob) -> Dict[str, Dict[str, float]]:
-    """Relight, evaluate and report for every target map; returns ``{map name: mean metrics per method}``."""
-    from relight3d.engine.loading import read_trainer_config
-    from relight3d.engine.run import train
-    from relight3d.eval.evaluate import compare
-    from relight3d.eval.report import write_report
+def _check_job(job: RelightJob) -> None:
     from relight3d.lighting import read_envmap
-    from relight3d.method_configs import gaffer_config
 
-    trained = read_trainer_config(job.field_run)
-    data = Path(job.data) if job.data is not None else Path(trained.pipeline.datamanager.data)
+    if not job.envmaps:
+        raise ConfigError("--envmap", "give at least one target environment map")
     for env in job.envmaps:
         read_envmap(env)  # fail early, with one line, on a missing or LDR map
-    strengths = list(job.strengths) if job.strengths is not None else [None] * len(job.envmaps)
-    if len(strengths) != len(job.envmaps):
-        raise DataError(job.output, f"{len(strengths)} strengths for {len(job.envmaps)} environment maps")
+    if job.strengths is not None and len(job.strengths) != len(job.envmaps):
+        raise ConfigError("--strength", f"{len(job.strengths)} strengths for {len(job.envmaps)} environment maps")
+    if job.eval_data is not None and len(job.eval_data) != len(job.envmaps):
+        raise ConfigError(
+            "--eval-data", f"{len(job.eval_data)} folders for {len(job.envmaps)} environment maps (one per map)"
+        )
+    if job.source_envmap is not None:
+        if job.estimate_source:
+            raise ConfigError("--estimate-source", "cannot be combined with --source-envmap")
+        read_envmap(job.source_envmap)
+
+
+def _score(run_dir: Path, pipeline, views: EvalViews, object_name: str, light: str, prior_name: str):  # noqa: ANN001, ANN202
+    """Render the eval views relit and the baseline, link the ground truth, compare; returns the result and the
+    baseline's origin."""
+    from relight3d.eval.evaluate import compare
+
+    names = list(views.gt)
+    if views.cameras is not None:
+        render_views(pipeline.model, views.cameras, run_dir / "pred", names)
+    else:
+        render_eval_views(pipeline, run_dir / "pred", dict(zip(views.views, names)))
+    for name, path in views.gt.items():
+        _link(path, run_dir / "gt" / name)
+    if views.baseline and set(views.baseline) == set(names):
+        for name, path in views.baseline.items():
+            _link(path, run_dir / "baseline" / name)
+        baseline = "the data's images of the views under the training light"
+    else:
+        with trained_field_weights(pipeline):
+            if views.cameras is not None:
+                render_views(pipeline.model, views.cameras, run_dir / "baseline", names)
+            else:
+                render_eval_views(pipeline, run_dir / "baseline", dict(zip(views.views, names)))
+        baseline = "the trained field's render of the views (training light)"
+    result = compare(
+        run_dir / "gt",
+        {f"relight3d-gaffer ({prior_name})": run_dir / "pred"},
+        baseline_dir=run_dir / "baseline",
+        object_name=object_name,
+        light=light,
+        output=run_dir / "report",
+    )
+    return result, baseline
+
+
+def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
+    """Relight, evaluate and report for every target map; returns ``{map name: mean metrics per method, timings,
+    where the ground truth, baseline and source light came from}`` (also written as ``summary.json``)."""
+    from relight3d.engine.loading import read_trainer_config
+    from relight3d.engine.run import train
+    from relight3d.eval.report import write_report
+    from relight3d.method_configs import gaffer_config
+
+    _check_job(job)
+    trained = read_trainer_config(job.field_run)
     parser = trained.pipeline.datamanager.dataparser
+    # ns-train <method> <dataparser> --data X saves X as the dataparser's data only
+    data = Path(job.data or trained.pipeline.datamanager.data or parser.data)
     light_index = int(getattr(parser, "light_index", 0))
-    eval_views = list(range(*getattr(parser, "eval_views", (100, 120))))
-    results: Dict[str, Dict[str, float]] = {}
+    strengths = list(job.strengths) if job.strengths is not None else [None] * len(job.envmaps)
+    eval_dirs = list(job.eval_data) if job.eval_data is not None else [None] * len(job.envmaps)
+    # Find (and check) every map's ground truth before any training.
+    evals = [find_eval_views(data, Path(env).stem, parser, d) for env, d in zip(job.envmaps, eval_dirs)]
+    output = Path(job.output)
+    output.mkdir(parents=True, exist_ok=True)
+    results: Dict[str, Dict[str, Any]] = {}
     combined = None
     prior_name = type(job.prior).__name__.replace("PriorConfig", "").lower() or "prior"
-    for env, strength in zip(job.envmaps, strengths):
-        name = Path(env).stem
+    names = OutputNames(fallback="envmap")
+    for env, strength, views in zip(job.envmaps, strengths, evals):
+        envname = Path(env).stem
+        name = names.add(envname)
         cfg = gaffer_config(job.stage1_steps, job.stage2_steps)
         cfg.machine.device_type = job.device
         cfg.pipeline.field_run = Path(job.field_run)
         cfg.pipeline.target_envmap = Path(env)
         cfg.pipeline.prior = dataclasses.replace(job.prior)
-        s = strength if strength is not None else _strength_from_meta(data, name)
+        cfg.pipeline.source_envmap = Path(job.source_envmap) if job.source_envmap is not None else None
+        cfg.pipeline.estimate_source = job.estimate_source
+        cfg.pipeline.field_cache_dir = output / "field_cache"  # G-buffers and shadows: traced once for all maps
+        s = strength if strength is not None else _strength_from_meta(data, envname)
         cfg.pipeline.target_envmap_strength = float(s) if s is not None else 1.0
         src = job.source_strength
         if src is None:
@@ -220,44 +318,46 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, float]]:
             cfg.pipeline.target_rotation_deg = job.rotation_deg
         if job.rays_per_batch:
             cfg.pipeline.datamanager.train_num_rays_per_batch = job.rays_per_batch
-        run_dir = Path(job.output) / name
+        run_dir = output / name
         started = time.perf_counter()
         trainer = train(cfg, data, run_dir, experiment_name=name)
         pipeline = trainer.pipeline
 
-        light, gt_paths = gt_views_for_light(data, name, eval_views)
-        names = {v: f"{v:03d}.png" for v in eval_views}
-        render_eval_views(pipeline, run_dir / "pred", names)
-        entry: Dict[str, float] = {"train_seconds": time.perf_counter() - started}
+        entry: Dict[str, Any] = {"train_seconds": time.perf_counter() - started}
         timings = pipeline.timings
         if timings["stage1_views"]:
             entry["stage1_views_per_second"] = timings["stage1_views"] / max(timings["stage1_seconds"], 1e-9)
         if timings["stage2_iters"]:
             entry["stage2_iterations_per_second"] = timings["stage2_iters"] / max(timings["stage2_seconds"], 1e-9)
-        if gt_paths:
-            for v, p in gt_paths.items():
-                _link(p, run_dir / "gt" / names[v])
-            for v, p in training_light_views(data, light_index, list(gt_paths)).items():
-                _link(p, run_dir / "baseline" / names[v])
-            result = compare(
-                run_dir / "gt",
-                {f"relight3d-gaffer ({prior_name})": run_dir / "pred"},
-                baseline_dir=run_dir / "baseline",
-                object_name=data.name,
-                light=name,
-                output=run_dir / "report",
-            )
+        if views is not None:
+            result, baseline = _score(run_dir, pipeline, views, data.name, envname, prior_name)
             combined = result if combined is None else combined.extend(result)
             for method in sorted({r.method for r in result.records}):
                 means = result.mean(method=method)
-                results.setdefault(name, {}).update({f"{method}/{k}": v for k, v in means.items()})
+                entry.update({f"{method}/{k}": v for k, v in means.items()})
+            entry["ground_truth"] = views.source
+            entry["baseline"] = baseline
+        else:
+            dataset = pipeline.datamanager.eval_dataset
+            eval_views = list(dataset.metadata.get("view_indices") or range(len(dataset)))
+            render_eval_views(pipeline, run_dir / "pred", {v: f"{v:03d}.png" for v in eval_views})
+            entry["ground_truth"] = "none found: renders only (pass --eval-data)"
+        entry["source_light"] = pipeline.source_light_origin()
         if job.video_frames > 0:
             rotating_light_video(pipeline, run_dir / "rotating_light.mp4", job.video_frames, job.video_fps)
-        results.setdefault(name, {}).update(entry)
+        results[name] = entry
     if combined is not None:
-        write_report(combined, Path(job.output) / "report", title=f"relight3d relighting: {data.name}")
-    (Path(job.output) / "summary.json").write_text(json.dumps(results, indent=2))
+        write_report(combined, output / "report", title=f"relight3d relighting: {data.name}")
+    (output / "summary.json").write_text(json.dumps(results, indent=2))
     return results
 
 
-__all__: List[str] = ["RelightJob", "run_relighting", "gt_views_for_light", "render_eval_views"]
+__all__: List[str] = [
+    "EvalViews",
+    "RelightJob",
+    "find_eval_views",
+    "gt_views_for_light",
+    "render_eval_views",
+    "render_views",
+    "run_relighting",
+]

@@ -25,6 +25,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,10 +81,17 @@ class RelightingPipelineConfig(VanillaPipelineConfig):
     target_rotation_deg: float = 0.0
     """Rotation of the target map about the world's up axis, in degrees (counter-clockwise seen from above)."""
     source_envmap: Optional[Path] = None
-    """The training light, for priors that need it (the physical prior). Default: the environment map the
-    dataparser reports for the training light (Objaverse-layout folders), if any."""
+    """The training light, for priors that need it (the physical prior). Default: the map the data records for
+    the training light (the dataparser's map of an Objaverse-layout folder, or ``lights[0].file`` of the data
+    folder's ``meta.json``, as the Cycles benchmark writes), else one estimated from the field
+    (:mod:`relight3d.lighting.estimate`: order-2 SH lighting fitted to the training images at the field's normals)."""
     source_envmap_strength: float = 1.0
-    """Multiplier on the source map's radiance."""
+    """Multiplier on the source map's radiance (a given or recorded map; not the estimate)."""
+    estimate_source: bool = False
+    """Estimate the training light from the field even when the data records it (to measure the estimator)."""
+    source_assumed_albedo: float = 0.6
+    """Estimated source light: the albedo the 95th percentile of the implied albedo is scaled to (the scale of a
+    light and an albedo cannot be told apart from one light)."""
     prior: PriorChoice = field(default_factory=PhysicalPriorConfig)
     """The 2D relighting prior (physical by default: no weights needed)."""
     stage1_steps: int = 2500
@@ -116,6 +124,10 @@ class RelightingPipelineConfig(VanillaPipelineConfig):
     0 leaves it out."""
     cache_dir: Optional[Path] = None
     """Folder of the stage-1 cache. Default: ``stage1/`` next to this run's checkpoints."""
+    field_cache_dir: Optional[Path] = None
+    """Folder where the frozen field's training-view G-buffers and light visibility are kept between runs on the
+    same field (keyed by the field's weights, the cameras and the settings; ``relight3d relight`` shares one
+    across its maps, since tracing the shadows costs the same for every map). None: computed in every run."""
     seed: int = 0
     """Seed of the prior's sampling and of stage 2's view order."""
 
@@ -249,6 +261,11 @@ class RelightingPipeline(VanillaPipeline):
             raise DataError("--pipeline.field-run", "relighting needs a trained field: pass its config.yml")
         super().__init__(config, device, test_mode=test_mode, **kwargs)
         if field_state is not None:
+            digest = hashlib.sha256()
+            for key_, value in sorted(field_state.items()):
+                digest.update(key_.encode())
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            self.__dict__["_field_digest"] = digest.hexdigest()[:16]
             missing, unexpected = self.model.load_state_dict(field_state, strict=False)
             if missing or unexpected:
                 raise DataError(
@@ -262,6 +279,17 @@ class RelightingPipeline(VanillaPipeline):
         self.__dict__["_gbuffers"] = None
         self.__dict__["timings"] = {"stage1_seconds": 0.0, "stage1_views": 0, "stage2_seconds": 0.0, "stage2_iters": 0}
         self._generator = torch.Generator().manual_seed(config.seed)
+        if test_mode != "inference":  # read and check the maps and strengths now, so bad ones fail before training
+            from relight3d.errors import ConfigError
+            from relight3d.lighting.envmap_io import check_strength, read_envmap
+
+            if min(config.stage1_steps, config.stage2_steps) < 0:
+                raise ConfigError("--pipeline.stage1-steps/--pipeline.stage2-steps", "must be >= 0")
+            check_strength("--pipeline.target-envmap-strength", config.target_envmap_strength)
+            check_strength("--pipeline.source-envmap-strength", config.source_envmap_strength)
+            self.target_envmap()
+            if config.source_envmap is not None:
+                read_envmap(config.source_envmap)
 
     # --- setup helpers -----------------------------------------------------------------------------------------
     @property
@@ -289,19 +317,93 @@ class RelightingPipeline(VanillaPipeline):
             "_target_envmap", (str(c.target_envmap), c.target_envmap_strength, c.target_rotation_deg), load
         )
 
+    def recorded_source_envmap(self) -> Optional[Path]:
+        """The training light's map as the data records it: the dataparser's (Objaverse layout) or ``lights[0]``
+        of the data folder's ``meta.json`` (the Cycles benchmark's Blender layout and ``relight3d demo``)."""
+        from relight3d.data.validation import resolve_inside
+
+        meta = self.datamanager.train_dataparser_outputs.metadata
+        paths = [p for p in (meta.get("envmap_paths") or {}).values() if p is not None]
+        if len(paths) == 1:
+            return Path(paths[0])
+        data = self.datamanager.config.data
+        meta_path = Path(data) / "meta.json" if data is not None else None
+        if meta_path is None or not meta_path.is_file():
+            return None
+        try:
+            lights = json.loads(meta_path.read_text()).get("lights")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(lights, list) or not lights or not isinstance(lights[0], dict):
+            return None
+        file = lights[0].get("file")
+        if not isinstance(file, str) or not file:
+            return None
+        path = resolve_inside(Path(data), file, meta_path, "lights[0].file")
+        return path if path.is_file() else None
+
     def source_envmap(self) -> Optional[Float[Tensor, "h w 3"]]:
-        """The training light's map, when known (config, or the dataparser's metadata)."""
+        """The training light: the configured map, else the one the data records, else (for priors that need
+        one) an estimate from the field; None when the prior needs none and none is known."""
         from relight3d.lighting import read_envmap
 
-        path = self.config.source_envmap
-        if path is None:
-            meta = self.datamanager.train_dataparser_outputs.metadata
-            paths = [p for p in (meta.get("envmap_paths") or {}).values() if p is not None]
-            path = paths[0] if len(paths) == 1 else None
-        if path is None:
+        c = self.config
+        if c.estimate_source and c.source_envmap is not None:
+            from relight3d.errors import ConfigError
+
+            raise ConfigError("--pipeline.estimate-source", "cannot be combined with --pipeline.source-envmap")
+        path = None if c.estimate_source else (c.source_envmap or self.recorded_source_envmap())
+        if path is not None:
+            origin = "given" if c.source_envmap is not None else "recorded by the data"
+            self.__dict__["_source_origin"] = f"{origin}: {path}"
+            strength = c.source_envmap_strength
+            return self._cached("_source_envmap", (str(path), strength), lambda: read_envmap(path) * strength)
+        if not getattr(c.prior._target, "needs_source_envmap", False):
             return None
-        strength = self.config.source_envmap_strength
-        return self._cached("_source_envmap", (str(path), strength), lambda: read_envmap(path) * strength)
+        return self._cached("_source_envmap", ("estimated", c.source_assumed_albedo), self._estimate_source_envmap)
+
+    def source_light_origin(self) -> str:
+        """Where the source light came from (after :meth:`source_envmap` ran), for logs and summaries."""
+        return self.__dict__.get("_source_origin", "none (the prior needs no source light)")
+
+    def _estimate_source_envmap(self) -> Tensor:
+        """Order-2 SH lighting fitted to the training images at the field's (multi-view) normals; written beside
+        the stage-1 cache as ``estimated_source.exr`` and announced on the console."""
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        from relight3d.lighting import write_envmap
+        from relight3d.lighting.estimate import estimate_light_from_views
+
+        gb = self.training_view_gbuffers()
+        images = self.__dict__.get("_original_images")
+        if images is None:
+            images = self.datamanager.train_images[..., :3].detach().cpu()
+        normals = gb.get("multiview_normals", gb["normals"])
+        masks = (gb["accumulation"] > 0.5).float()
+        train = self.datamanager.train_images
+        if train.shape[-1] == 4:  # stage 1 keeps the alpha when it replaces the images
+            masks = masks * (train[..., 3:].detach().cpu() > 0.5).float()
+        try:
+            estimate = estimate_light_from_views(
+                images, normals, masks, assumed_albedo=self.config.source_assumed_albedo
+            )
+        except ValueError as err:
+            raise DataError(
+                self.config.field_run or "--pipeline.field-run", f"cannot estimate the source light: {err}"
+            ) from err
+        path = self.stage1_dir() / "estimated_source.exr"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_envmap(path, estimate.envmap)
+        self.__dict__["_source_origin"] = (
+            f"estimated from the field (order-2 SH, {estimate.n_samples} pixels, fit residual "
+            f"{estimate.relative_residual:.2f}): {path}"
+        )
+        CONSOLE.print(
+            f"relight3d: no source light given or recorded by the data: estimated it from the training views "
+            f"(order-2 SH at the field's normals, albedo scale assumed {self.config.source_assumed_albedo}); "
+            f"written to {path}. Pass --source-envmap FILE (pipeline.source-envmap) if you know it."
+        )
+        return estimate.envmap
 
     def _cached(self, name: str, key: Any, build: Callable[[], Any]) -> Any:
         """``build()``, kept under ``name`` until ``key`` changes (maps are read once: stage 2 asks for them every
@@ -310,6 +412,27 @@ class RelightingPipeline(VanillaPipeline):
         if cached is None or cached[0] != key:
             cached = self.__dict__[name] = (key, build())
         return cached[1]
+
+    def _field_cached(self, name: str, settings: Mapping[str, Any], build: Callable[[], Any]) -> Any:
+        """``build()`` (tensors, or tuples / dicts of them), read from ``field_cache_dir`` when an earlier run on
+        the same field weights, cameras and ``settings`` wrote it there."""
+        folder, digest = self.config.field_cache_dir, self.__dict__.get("_field_digest")
+        if folder is None or digest is None:
+            return build()
+        cams = self.datamanager.train_cameras
+        key = _fingerprint(
+            {"field": digest, "poses": cams.camera_to_worlds.cpu().numpy().round(6).tolist(),
+             "size": [int(cams.width[0]), int(cams.height[0])], **settings}
+        )  # fmt: skip
+        path = Path(folder) / f"{name}_{key}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        value = build()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(value, tmp)
+        os.replace(tmp, path)
+        return value
 
     def stage1_dir(self) -> Path:
         if self.config.cache_dir is not None:
@@ -358,32 +481,38 @@ class RelightingPipeline(VanillaPipeline):
         """Rendered normals / accumulation / depth / rgb / points of every training view, and their normals fused
         across views (geometry is frozen: computed once)."""
         if self.__dict__["_gbuffers"] is None:
-            cams = self.datamanager.train_cameras
-            outs: Dict[str, List[Tensor]] = {}
-            was_training = self.model.training
-            self.model.eval()
-            for i in range(len(cams)):
-                out = render_view(self.model, cams[i : i + 1], ("normals",))
-                origins, directions, _ = camera_rays(cams[i : i + 1].to(self.model.device))
-                out["directions"] = directions.reshape(out["rgb"].shape)
-                out["points"] = (origins + directions * out["depth"].reshape(-1, 1)).reshape(out["rgb"].shape)
-                for k, v in out.items():
-                    outs.setdefault(k, []).append(v.cpu())
-            self.model.train(was_training)
-            gb = {k: torch.stack(v) for k, v in outs.items()}
-            if self.config.normal_fusion_resolution > 0:
-                from relight3d.priors.normals import density_and_depth_normals, fuse_view_normals
-
-                fg = (gb["accumulation"] > 0.5).float()
-                gb["multiview_normals"] = fuse_view_normals(
-                    density_and_depth_normals(gb["normals"], gb["points"], gb["directions"], fg),
-                    gb["points"],
-                    fg,
-                    self.model.field.aabb.detach().float().cpu(),
-                    self.config.normal_fusion_resolution,
-                )
-            self.__dict__["_gbuffers"] = gb
+            settings = {"normal_fusion_resolution": self.config.normal_fusion_resolution}
+            self.__dict__["_gbuffers"] = self._field_cached("gbuffers", settings, self._render_training_gbuffers)
         return self.__dict__["_gbuffers"]
+
+    @torch.no_grad()
+    def _render_training_gbuffers(self) -> Dict[str, Tensor]:
+        """Render every training view's G-buffers with the field and fuse their normals."""
+        cams = self.datamanager.train_cameras
+        outs: Dict[str, List[Tensor]] = {}
+        was_training = self.model.training
+        self.model.eval()
+        for i in range(len(cams)):
+            out = render_view(self.model, cams[i : i + 1], ("normals",))
+            origins, directions, _ = camera_rays(cams[i : i + 1].to(self.model.device))
+            out["directions"] = directions.reshape(out["rgb"].shape)
+            out["points"] = (origins + directions * out["depth"].reshape(-1, 1)).reshape(out["rgb"].shape)
+            for k, v in out.items():
+                outs.setdefault(k, []).append(v.cpu())
+        self.model.train(was_training)
+        gb = {k: torch.stack(v) for k, v in outs.items()}
+        if self.config.normal_fusion_resolution > 0:
+            from relight3d.priors.normals import density_and_depth_normals, fuse_view_normals
+
+            fg = (gb["accumulation"] > 0.5).float()
+            gb["multiview_normals"] = fuse_view_normals(
+                density_and_depth_normals(gb["normals"], gb["points"], gb["directions"], fg),
+                gb["points"],
+                fg,
+                self.model.field.aabb.detach().float().cpu(),
+                self.config.normal_fusion_resolution,
+            )
+        return gb
 
     @torch.no_grad()
     def training_view_visibility(self, views: Tensor) -> Optional[Float[Tensor, "b h w k"]]:
@@ -412,7 +541,9 @@ class RelightingPipeline(VanillaPipeline):
             counts = fg.flatten(1).sum(1)
             return fg, (trans * 255.0).round().to(torch.uint8), counts, torch.cumsum(counts, 0) - counts
 
-        fg, packed, counts, starts = self._cached("_visibility", settings, trace)
+        fg, packed, counts, starts = self._cached(
+            "_visibility", settings, lambda: self._field_cached("visibility", {"settings": list(settings)}, trace)
+        )
         views = torch.as_tensor(views).reshape(-1)
         out = torch.ones(len(views), *fg.shape[1:], packed.shape[-1])
         for j, v in enumerate(views.tolist()):
@@ -430,6 +561,8 @@ class RelightingPipeline(VanillaPipeline):
                 "strength": c.target_envmap_strength,
                 "rotation": c.target_rotation_deg,
                 "source": str(c.source_envmap),
+                "estimate_source": c.estimate_source,
+                "source_assumed_albedo": c.source_assumed_albedo,
                 "field_run": str(c.field_run),
                 "views": len(self.datamanager.train_cameras),
                 "seed": c.seed,
