@@ -339,7 +339,8 @@ class RelightingPipeline(VanillaPipeline):
         file = lights[0].get("file")
         if not isinstance(file, str) or not file:
             return None
-        path = resolve_inside(Path(data), file, meta_path, "lights[0].file")
+        allow = bool(getattr(self.datamanager.config.dataparser, "allow_outside_paths", False))
+        path = resolve_inside(Path(data), file, meta_path, "lights[0].file", allow)
         return path if path.is_file() else None
 
     def source_envmap(self) -> Optional[Float[Tensor, "h w 3"]]:
