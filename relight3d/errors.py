@@ -12,8 +12,9 @@ so a genuine bug still shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Type, Union
 
 
 class Relight3dError(Exception):
@@ -55,3 +56,23 @@ def one_line(err: BaseException) -> str:
     """The first line of an exception's message (its class name when it has none), for wrapping library errors."""
     text = str(err).strip()
     return text.splitlines()[0] if text else err.__class__.__name__
+
+
+@contextlib.contextmanager
+def reading(path: Union[str, Path], what: str, error: Type[DataError] = DataError) -> Iterator[None]:
+    """Turn any failure of a third-party reader inside the block into one ``error(path, ...)`` that keeps the cause.
+
+    Image, EXR, pickle and safetensors readers raise many unrelated types for damaged or hostile files (OSError,
+    SyntaxError, EOFError, RuntimeError, UnpicklingError, struct.error, ...), none of them documented as complete, so
+    this is the one place in relight3d that catches ``Exception`` for reading. relight3d's own errors pass through.
+
+    Example:
+        >>> with reading(path, "an EXR image"):
+        ...     pixels = OpenEXR.File(str(path)).parts[0].channels
+    """
+    try:
+        yield
+    except Relight3dError:
+        raise
+    except Exception as err:  # why: a reader of untrusted bytes has no complete list of what it raises (see above)
+        raise error(path, f"cannot be read as {what}: {one_line(err)}") from err
