@@ -83,7 +83,9 @@ def pinhole_rays(
     return c2w[:, 3].expand_as(dirs).contiguous(), dirs
 
 
-def camera_rays(camera: "Cameras", scale: float = 1.0) -> Tuple[Float[Tensor, "hw 3"], Float[Tensor, "hw 3"], Tuple[int, int]]:
+def camera_rays(
+    camera: "Cameras", scale: float = 1.0
+) -> Tuple[Float[Tensor, "hw 3"], Float[Tensor, "hw 3"], Tuple[int, int]]:
     """Origins and directions (flattened, row-major) of one nerfstudio camera's pixels, and its ``(h, w)``.
 
     ``scale`` rescales the output resolution first (on a copy; the camera passed in is not changed).
