@@ -75,7 +75,8 @@ setup(
     else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["relight3d", "relight3d.*"]),
+    # relight3d_bench: the Cycles benchmark generator (`relight3d bench ...`), outside the runtime package.
+    packages=find_packages(include=["relight3d", "relight3d.*", "relight3d_bench", "relight3d_bench.*"]),
     include_package_data=True,
     # The demo's CC0 HDR maps (relight3d/assets is data, not a package: find_packages does not list it).
     package_data={"relight3d": ["assets/envmaps/*.exr", "assets/envmaps/LICENSE.txt"]},

@@ -18,16 +18,18 @@ Outputs, all under ``--out``:
 * ``mesh.ply``: the normalised, Z-up mesh with its per-vertex albedo (binary PLY).
 * ``meta.json``: versions, settings, seeds, sources, render times and sha256 of every image.
 
-Run it with the Python that has ``bpy==5.0.1`` installed (Python 3.11), e.g.::
+Run it with relight3d's Python; it computes the cameras (``relight3d_bench.cameras``, torch) and runs
+itself again, to render, in a Python that has ``bpy==5.0.1`` (Python 3.11): ``--blender-python``, else
+``$RELIGHT3D_BPY_PYTHON``, else this Python when it has ``bpy`` (the ``bench`` extra)::
 
-    /work/bpyvenv/bin/python datasets/render_object_scene.py               # render (or reuse cache)
-    /work/bpyvenv/bin/python datasets/render_object_scene.py --check-noise # + seed-to-seed PSNR
+    .venv/bin/python datasets/render_object_scene.py                # render (or reuse the cache)
+    .venv/bin/python datasets/render_object_scene.py --check-noise  # + seed-to-seed PSNR
+    .venv/bin/python datasets/render_object_scene.py --blender-python /tmp/bpyvenv/bin/python
 
-The mesh, camera, Cycles-scene and noise-metric code is shared with the relighting benchmark
-(``relight3d bench make``) in ``relight3d/benchmark/cycles_scene.py``; this script imports it from
-the repository when the bpy Python does not have relight3d installed. Only the rendering
-functions need ``bpy``; it is imported lazily so that the camera maths and the cache check can be
-imported from an environment without it.
+The bunny is read from CGAL's data archive: ``--meshes-archive``, else Debian's ``libcgal-demo`` copy
+(``/usr/share/doc/libcgal-dev/data.tar.gz``); with neither, the script says so in one line. The mesh,
+Cycles-scene and noise-metric code is shared with the relighting benchmark (``relight3d bench make``)
+in ``relight3d_bench/cycles_scene.py``; the rendering half needs numpy, Pillow and ``bpy`` only.
 """
 
 from __future__ import annotations
@@ -42,27 +44,23 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # the shared Cycles helpers live in the relight3d package; the bpy Python may not have it installed
-    from relight3d.benchmark import cycles_scene as cs
+try:  # the shared Cycles helpers live in relight3d_bench; a Python that has not installed it finds it here
+    from relight3d_bench import cycles_scene as cs
+    from relight3d_bench import meshes
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from relight3d.benchmark import cycles_scene as cs
+    from relight3d_bench import cycles_scene as cs
+    from relight3d_bench import meshes
 
 # Bump whenever the rendered content for identical settings would change.
 SCENE_FORMAT_VERSION = 1
 
 DEFAULT_OUT = Path("~/.cache/relight3d/scenes/bunny128").expanduser()
-CGAL_BUNNY_MEMBER = "data/meshes/bunny00.off"
-DEFAULT_MESH = f"{cs.CGAL_DATA_TARBALL}::{CGAL_BUNNY_MEMBER}"
+DEFAULT_MESH = "data/meshes/bunny00.off"  # in CGAL's data archive
 
 # Two-tone albedo (linear RGB): terracotta and warm cream.
 ALBEDO_A = (0.62, 0.20, 0.08)
 ALBEDO_B = (0.60, 0.55, 0.42)
-
-
-def camera_poses(n: int, seed: int, args: argparse.Namespace) -> list[np.ndarray]:
-    """Camera-to-world matrices of ``n`` seeded cameras looking at the origin."""
-    return cs.camera_poses(n, seed, args.camera_distance, args.min_elevation_deg)
 
 
 # --------------------------------------------------------------------------------------
@@ -70,50 +68,29 @@ def camera_poses(n: int, seed: int, args: argparse.Namespace) -> list[np.ndarray
 # --------------------------------------------------------------------------------------
 
 
+SETTING_OPTIONS = (
+    "object_radius", "env", "env_strength", "resolution", "camera_distance", "min_elevation_deg", "n_train",
+    "n_test", "camera_seed_train", "camera_seed_test", "spp_train", "spp_test", "render_seed_train",
+    "render_seed_test", "adaptive_threshold_train", "adaptive_threshold_test", "clamp_indirect", "max_bounces",
+    "roughness",
+)  # fmt: skip
+"""Options that determine the rendered content, recorded in meta.json under their names (the cache key)."""
+SAMPLING_OPTIONS = ("spp", "adaptive_threshold", "render_seed")
+"""Options given per split (``--spp-train``, ``--spp-test``, ...): samples, noise threshold, seed of view 0."""
+
+
 def build_settings(args: argparse.Namespace) -> dict:
-    """Everything that determines the rendered content (used as the cache key)."""
-    return {
-        "format_version": SCENE_FORMAT_VERSION,
-        "mesh": args.mesh,
-        "object_radius": args.object_radius,
-        "env": args.env,
-        "env_strength": args.env_strength,
-        "resolution": args.resolution,
-        "lens_mm": cs.LENS_MM,
-        "sensor_width_mm": cs.SENSOR_WIDTH_MM,
-        "camera_distance": args.camera_distance,
-        "min_elevation_deg": args.min_elevation_deg,
-        "n_train": args.n_train,
-        "n_test": args.n_test,
-        "camera_seed_train": args.camera_seed_train,
-        "camera_seed_test": args.camera_seed_test,
-        "spp_train": args.spp_train,
-        "spp_test": args.spp_test,
-        "render_seed_train": args.render_seed_train,
-        "render_seed_test": args.render_seed_test,
-        "adaptive_threshold_train": args.adaptive_threshold_train,
-        "adaptive_threshold_test": args.adaptive_threshold_test,
-        "clamp_indirect": args.clamp_indirect,
-        "max_bounces": args.max_bounces,
-        "roughness": args.roughness,
-    }
+    """Everything that determines the rendered content (used as the cache key); ``args.mesh`` is the source read
+    (``archive::member`` or a path)."""
+    settings = {"format_version": SCENE_FORMAT_VERSION, "mesh": args.mesh, "lens_mm": cs.LENS_MM}
+    settings["sensor_width_mm"] = cs.SENSOR_WIDTH_MM
+    return {**settings, **{name: getattr(args, name) for name in SETTING_OPTIONS}}
 
 
 def scene_is_cached(out: Path, settings: dict, verify_hashes: bool = True) -> bool:
     """Return True if ``out/meta.json`` is complete, matches ``settings`` and all listed images are intact."""
-    meta_path = out / "meta.json"
-    if not meta_path.is_file():
+    if cs.cached_meta(out, settings, verify_hashes) is None:
         return False
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
-        return False
-    if not meta.get("complete") or meta.get("settings") != settings:
-        return False
-    for rel, digest in meta.get("sha256", {}).items():
-        path = out / rel
-        if not path.is_file() or (verify_hashes and cs.sha256_file(path) != digest):
-            return False
     return all((out / f"transforms_{split}.json").is_file() for split in ("train", "val", "test"))
 
 
@@ -149,15 +126,12 @@ def check_noise(scene, cam, out: Path, test_c2ws: Sequence[np.ndarray], args: ar
     ``--noise-seed`` (per-view offsets identical), so it measures seed-to-seed agreement.
     """
     reference = [out / "test" / f"r_{i:03d}.png" for i in range(len(test_c2ws))]
-    with tempfile.TemporaryDirectory(prefix="noise_check_") as tmp:
-        paths = [Path(tmp) / f"r_{i:03d}.png" for i in range(len(test_c2ws))]
-        seconds = cs.render_views(
-            scene, cam, test_c2ws, paths, args.spp_test, args.adaptive_threshold_test, args.noise_seed, "noise-check"
-        ).wall_seconds
-        summary = cs.noise_summary(reference, paths)
+    threshold, seed = args.adaptive_threshold_test, args.noise_seed
+    summary, spent = cs.render_noise_check(scene, cam, test_c2ws, reference, args.spp_test, threshold, seed, "noise")
+    seconds = spent.wall_seconds
     result = {"seeds": [args.render_seed_test, args.noise_seed], "render_seconds": round(seconds, 1), **summary}
     print(
-        f"noise check (seed {args.render_seed_test} vs {args.noise_seed}, {len(paths)} test views, "
+        f"noise check (seed {args.render_seed_test} vs {args.noise_seed}, {len(reference)} test views, "
         f"{args.spp_test} spp, {seconds:.0f} s):\n"
         f"  in-mask PSNR  mean {result['in_mask_psnr_mean']:.2f} dB, min {result['in_mask_psnr_min']:.2f} dB, "
         f"pooled {result['in_mask_psnr_pooled']:.2f} dB\n"
@@ -177,7 +151,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output scene directory")
-    p.add_argument("--mesh", default=DEFAULT_MESH, help="OFF mesh: a path or 'tarball::member'")
+    p.add_argument("--mesh", default=DEFAULT_MESH, help="OFF mesh: a member of --meshes-archive, or a path")
+    p.add_argument("--meshes-archive", type=Path, help="CGAL's data.tar.gz (default: Debian's libcgal-demo copy)")
+    p.add_argument("--blender-python", default=None, help="a Python with bpy (default: $RELIGHT3D_BPY_PYTHON)")
+    p.add_argument("--cameras-json", type=Path, default=None, help=argparse.SUPPRESS)  # set for the Blender side
     p.add_argument("--mesh-up", choices=("y", "z"), default="y", help="up axis of the mesh file")
     p.add_argument("--object-radius", type=float, default=0.9, help="radius of the origin-centred bounding sphere")
     p.add_argument("--env", default="courtyard", help="bundled studiolight name (city, courtyard, ...) or .exr path")
@@ -207,26 +184,49 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Render (or reuse) the scene and optionally run the seed-to-seed noise check."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    return render(args) if args.cameras_json is not None else prepare_and_render(args, argv)
+
+
+def prepare_and_render(args: argparse.Namespace, argv: list[str]) -> int:
+    """relight3d's side: find the mesh and a Python with bpy, compute the cameras, then run :func:`render` there."""
+    from relight3d.errors import Relight3dError
+    from relight3d_bench.cameras import camera_poses, write_cameras
+    from relight3d_bench.config import mesh_source, resolve_meshes_archive
+    from relight3d_bench.runner import find_bpy_python, run_in_bpy_python
+
+    try:
+        if "::" not in args.mesh and not Path(args.mesh).expanduser().is_file():
+            args.mesh = mesh_source(args.mesh, resolve_meshes_archive(args.meshes_archive))
+        out = args.out.expanduser().resolve()
+        if not args.force and not args.check_noise and scene_is_cached(out, build_settings(args)):
+            print(f"scene is cached (meta.json matches the requested settings): {out}")
+            return 0
+        python = find_bpy_python(args.blender_python)
+    except Relight3dError as err:
+        print(f"render_object_scene.py: error: {err}", file=sys.stderr)
+        return 2
+    splits = (("train", args.n_train, args.camera_seed_train), ("test", args.n_test, args.camera_seed_test))
+    poses = {name: camera_poses(n, seed, args.camera_distance, args.min_elevation_deg) for name, n, seed in splits}
+    with tempfile.TemporaryDirectory(prefix="render_object_scene_") as tmp:
+        cameras = write_cameras(Path(tmp) / "cameras.json", poses)
+        run_in_bpy_python(python, [Path(__file__).resolve(), *argv, "--mesh", args.mesh, "--cameras-json", cameras])
+    return 0
+
+
+def render(args: argparse.Namespace) -> int:
+    """The Blender side: render the scene with the cameras of ``--cameras-json`` (needs bpy, not torch)."""
+    import bpy
+
     out: Path = args.out.expanduser().resolve()
     settings = build_settings(args)
     cached = not args.force and scene_is_cached(out, settings)
-    if cached:
-        print(f"scene is cached (meta.json matches the requested settings): {out}")
-        if not args.check_noise:
-            return 0
-
-    import bpy
-
     env_path = cs.resolve_env_path(args.env)
-    verts, tris = cs.load_off(args.mesh)
-    if args.mesh_up == "y":
-        verts = cs.y_up_to_z_up(verts)
-    verts = cs.normalize_to_sphere(verts, args.object_radius)
-    colors = cs.two_tone_albedo(verts, ALBEDO_A, ALBEDO_B)
+    verts, tris, colors = meshes.prepare_mesh(args.mesh, args.mesh_up, args.object_radius, ALBEDO_A, ALBEDO_B)
     fov_x = cs.camera_angle_x()
-    train_c2ws = camera_poses(args.n_train, args.camera_seed_train, args)
-    test_c2ws = camera_poses(args.n_test, args.camera_seed_test, args)
+    cameras = cs.read_cameras(args.cameras_json)
+    train_c2ws, test_c2ws = cameras["train"], cameras["test"]
     scene, cam = cs.build_scene(
         verts,
         tris,
@@ -244,27 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for stale in ("meta.json", "noise_check.json"):  # an interrupted render leaves no valid meta
             (out / stale).unlink(missing_ok=True)
-        train_imgs = [out / "train" / f"r_{i:03d}.png" for i in range(args.n_train)]
-        test_imgs = [out / "test" / f"r_{i:03d}.png" for i in range(args.n_test)]
-        t_train = cs.render_views(
-            scene,
-            cam,
-            train_c2ws,
-            train_imgs,
-            args.spp_train,
-            args.adaptive_threshold_train,
-            args.render_seed_train,
-            "train",
-        ).wall_seconds
-        t_test = cs.render_views(
-            scene, cam, test_c2ws, test_imgs, args.spp_test, args.adaptive_threshold_test, args.render_seed_test, "test"
-        ).wall_seconds
+        images: dict[str, list[Path]] = {}
+        seconds: dict[str, float] = {}
+        for split, c2ws in (("train", train_c2ws), ("test", test_c2ws)):
+            images[split] = [out / split / f"r_{i:03d}.png" for i in range(len(c2ws))]
+            samples, threshold, seed = (getattr(args, f"{key}_{split}") for key in SAMPLING_OPTIONS)
+            spent = cs.render_views(scene, cam, c2ws, images[split], samples, threshold, seed, split)
+            seconds[split] = round(spent.wall_seconds, 1)
         for split, image_dir, c2ws in (("train", "train", train_c2ws), ("val", "test", test_c2ws)):
             cs.write_transforms(out, split, image_dir, c2ws, fov_x)
         cs.write_transforms(out, "test", "test", test_c2ws, fov_x)
-        objaverse_imgs = write_objaverse(out, train_imgs + test_imgs, train_c2ws + test_c2ws, env_path)
-        cs.write_ply(out / "mesh.ply", verts, tris, colors)
-        images = train_imgs + test_imgs + objaverse_imgs
+        all_images = images["train"] + images["test"]
+        objaverse_imgs = write_objaverse(out, all_images, train_c2ws + test_c2ws, env_path)
+        meshes.write_ply(out / "mesh.ply", verts, tris, colors)
         meta = {
             "complete": True,
             "settings": settings,
@@ -289,12 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "render_train": f"{args.render_seed_train} + view index",
                 "render_test": f"{args.render_seed_test} + view index",
             },
-            "render_seconds": {"train": round(t_train, 1), "test": round(t_test, 1)},
+            "render_seconds": seconds,
             "threads": args.threads,
-            "sha256": {str(p.relative_to(out)): cs.sha256_file(p) for p in images},
+            "sha256": {str(p.relative_to(out)): cs.sha256_file(p) for p in all_images + objaverse_imgs},
         }
         (out / "meta.json").write_text(json.dumps(meta, indent=2))
-        print(f"wrote {out} (train {t_train:.0f} s, test {t_test:.0f} s)")
+        print(f"wrote {out} (train {seconds['train']:.0f} s, test {seconds['test']:.0f} s)")
 
     if args.check_noise:
         result = check_noise(scene, cam, out, test_c2ws, args)

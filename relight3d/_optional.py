@@ -27,7 +27,8 @@ def try_import(name: str) -> Optional[ModuleType]:
     """Import ``name`` or return None if it (or one of its native libraries) fails to load."""
     try:
         return importlib.import_module(name)
-    except Exception:  # ImportError, OSError from a missing .so, RuntimeError from CUDA init
+    except Exception:  # why: a native extension fails to load in many ways (ImportError, OSError from a missing .so,
+        # RuntimeError from CUDA init, ...), and every one of them means the same here: use the fallback
         return None
 
 

@@ -1,45 +1,57 @@
-"""The ``relight3d`` command. Thin: it parses arguments and calls library functions."""
+"""The ``relight3d`` command. Thin: it parses arguments and calls library functions.
+
+Every subcommand comes from a ``register(subparsers)`` function listed in :data:`COMMANDS`, imported normally: a
+module that fails to import is an error here, not a missing command. Those modules import only argparse-level code
+at module level (torch, nerfstudio and diffusers are imported inside the command functions), so ``relight3d --help``
+stays fast. Every subcommand is made with :func:`relight3d.cli_types.add_command`, so its ``--help`` lists the
+defaults. Layer: apps (the top).
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, get_args, get_type_hints
 
+from relight3d.cli_types import add_command, config_from_args, non_negative_int, positive_int
 from relight3d.errors import Relight3dError
+from relight3d.eval.cli import register as register_eval
+from relight3d.export.cli import register as register_export
+from relight3d.lighting.cli import register as register_envmap
+from relight3d.pipelines.cli import register as register_pipelines
+from relight3d_bench.cli import register as register_bench
+
+DEMO_COUNTS = (
+    ("--resolution", positive_int, "image size in pixels"),
+    ("--n-train", positive_int, "training views"),
+    ("--n-test", positive_int, "held-out views per light"),
+    ("--supersample", positive_int, "rays per pixel side when rendering the scene"),
+    ("--steps", positive_int, "field training iterations"),
+    ("--stage1-steps", positive_int, "relighting stage-1 iterations per light"),
+    ("--stage2-steps", non_negative_int, "relighting stage-2 iterations per light"),
+    ("--video-frames", non_negative_int, "frames per rotating-light video (0: none)"),
+    ("--mesh-resolution", non_negative_int, "mesh grid samples along the longest side (0: no mesh)"),
+    ("--shadow-grid", non_negative_int, "cells per side of the grid the prior traces shadows through (0: none)"),
+    ("--shadow-rows", positive_int, "rows of the map whose texels are the shadow directions (2 rows^2 of them)"),
+)
+"""The demo's count options: flag (named like its ``DemoConfig`` field), type and help."""
 
 
 def _demo(args: argparse.Namespace) -> int:
     from relight3d.demo import DemoConfig, format_summary, run_demo
 
-    cfg = DemoConfig(
-        method=args.method,
-        resolution=args.resolution,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        supersample=args.supersample,
-        steps=args.steps,
-        stage1_steps=args.stage1_steps,
-        stage2_steps=args.stage2_steps,
-        video_frames=args.video_frames,
-        mesh_resolution=args.mesh_resolution,
-        source_light=args.source_light,
-        shadow_grid=args.shadow_grid,
-        shadow_rows=args.shadow_rows,
-        rays_per_batch=args.rays_per_batch,
-        output=Path(args.output),
-    )
-    print(format_summary(run_demo(cfg)))
+    print(format_summary(run_demo(config_from_args(DemoConfig, args, output=Path(args.output)))))
     return 0
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from relight3d.cli_types import non_negative_int, positive_int
+def register_demo(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``demo``; its defaults are :class:`relight3d.demo.DemoConfig`'s (importing that module is cheap)."""
+    from relight3d.demo import DemoConfig
 
-    defaults = _demo_defaults()
-    demo = sub.add_parser(
+    defaults, hints = DemoConfig(), get_type_hints(DemoConfig)
+    demo = add_command(
+        subparsers,
         "demo",
         help="generate a small scene, train a field, relight it under two HDR maps, score, write video/mesh/report",
         description="The embedded default (no downloads, no weights): relight3d's own tracer renders three textured "
@@ -49,70 +61,40 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "report are written. The ground truth uses the same shading model as the physical prior, so the figures "
         "flatter it.",
     )
+    demo.add_argument("--method", default=defaults.method, choices=get_args(hints["method"]), help="field method")
+    for flag, kind, text in DEMO_COUNTS:
+        demo.add_argument(flag, type=kind, default=getattr(defaults, flag[2:].replace("-", "_")), help=text)
     demo.add_argument(
-        "--method", default=defaults.method, choices=["relight3d-tensorf", "relight3d-ngp"], help="default: %(default)s"
-    )
-    counts = (
-        ("--resolution", positive_int, "image size in pixels"),
-        ("--n-train", positive_int, "training views"),
-        ("--n-test", positive_int, "held-out views per light"),
-        ("--supersample", positive_int, "rays per pixel side when rendering the scene"),
-        ("--steps", positive_int, "field training iterations"),
-        ("--stage1-steps", positive_int, "relighting stage-1 iterations per light"),
-        ("--stage2-steps", non_negative_int, "relighting stage-2 iterations per light"),
-        ("--video-frames", non_negative_int, "frames per rotating-light video (0: none)"),
-        ("--mesh-resolution", non_negative_int, "mesh grid samples along the longest side (0: no mesh)"),
-        ("--shadow-grid", non_negative_int, "cells per side of the grid the prior traces shadows through (0: none)"),
-        ("--shadow-rows", positive_int, "rows of the map whose texels are the shadow directions (2 rows^2 of them)"),
-    )
-    for flag, kind, text in counts:
-        default = getattr(defaults, flag[2:].replace("-", "_"))
-        demo.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
-    demo.add_argument(
-        "--source-light", default=defaults.source_light, choices=["recorded", "estimated"],
-        help="source light the prior divides out: the scene's map, or estimated from the field (default: %(default)s)",
+        "--source-light", default=defaults.source_light, choices=get_args(hints["source_light"]),
+        help="source light the prior divides out: the scene's map, or estimated from the field",
     )  # fmt: skip
     demo.add_argument("--rays-per-batch", type=positive_int, default=None, help="training rays per batch")
-    demo.add_argument("--output", default=str(defaults.output), help="output folder (default: %(default)s)")
+    demo.add_argument("--output", default=str(defaults.output), help="output folder")
     demo.set_defaults(func=_demo)
 
 
-def _demo_defaults():  # noqa: ANN202 - a DemoConfig; relight3d.demo imports nothing heavy at module level
-    from relight3d.demo import DemoConfig
-
-    return DemoConfig()
-
-
-# Modules that add subcommands. Each defines ``register(subparsers)``; importing it must stay cheap (heavy imports
-# go inside the command functions), because every ``relight3d`` invocation imports all of them.
-SUBCOMMAND_MODULES: Tuple[str, ...] = (
-    "relight3d.benchmark.cli",
-    "relight3d.export.cli",
-    "relight3d.eval.cli",
-    "relight3d.lighting.cli",
-    "relight3d.pipelines.cli",
-    "relight3d.priors.cli",
+COMMANDS: Tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    register_demo,
+    register_pipelines,
+    register_eval,
+    register_export,
+    register_envmap,
+    register_bench,
 )
+"""The functions that add the subcommands, in ``relight3d --help`` order."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``relight3d`` parser with every subcommand of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="relight3d", description="Relighting radiance fields (a nerfstudio plugin)")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    _add_demo(sub)
-
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and name.startswith(err.name):
-                continue  # that part of the package is not installed / not written yet
-            raise
-        module.register(sub)
+    for register in COMMANDS:
+        register(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``relight3d`` with ``argv``; a :class:`~relight3d.errors.Relight3dError` is one line and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -82,7 +82,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> Dict[str, A
     """Run the demo; returns its summary (also written as ``<output>/metrics.json``)."""
     from relight3d.data.synthetic import SceneSpec, write_relighting_scene
     from relight3d.engine.run import evaluate_pipeline, train
-    from relight3d.method_configs import default_device_type, ngp_config, tensorf_config
+    from relight3d.method_configs import gaffer_config, ngp_config, tensorf_config
     from relight3d.pipelines.relight_run import RelightJob, run_relighting
     from relight3d.priors.physical import PhysicalPriorConfig
 
@@ -122,28 +122,28 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> Dict[str, A
 
     mesh_path = None
     if cfg.mesh_resolution > 0:
-        from relight3d.export import export_mesh
+        from relight3d.export.mesh import export_mesh
 
         mesh_path = out / "mesh.ply"
         export_mesh(trainer.pipeline, mesh_path, resolution=cfg.mesh_resolution, progress=False)
 
     t0 = time.perf_counter()
+    prior = PhysicalPriorConfig(
+        shadows=cfg.shadow_grid > 0,
+        shadow_volume_resolution=max(cfg.shadow_grid, 1),
+        shadow_directions_height=cfg.shadow_rows,
+    )
+    relight_config = gaffer_config(cfg.stage1_steps, cfg.stage2_steps, prior=prior)
+    if cfg.rays_per_batch:
+        relight_config.pipeline.datamanager.train_num_rays_per_batch = cfg.rays_per_batch
     job = RelightJob(
         field_run=field_run,
         envmaps=[scene.targets[n][0] for n in TARGET_LIGHTS],
         eval_data=[scene.targets[n][1] for n in TARGET_LIGHTS],
         output=out / "relight",
-        prior=PhysicalPriorConfig(
-            shadows=cfg.shadow_grid > 0,
-            shadow_volume_resolution=max(cfg.shadow_grid, 1),
-            shadow_directions_height=cfg.shadow_rows,
-        ),
-        stage1_steps=cfg.stage1_steps,
-        stage2_steps=cfg.stage2_steps,
+        method=relight_config,
         video_frames=cfg.video_frames,
         estimate_source=cfg.source_light == "estimated",
-        device=default_device_type(),
-        rays_per_batch=cfg.rays_per_batch,
     )
     relit = run_relighting(job)
     relight_seconds = time.perf_counter() - t0

@@ -6,6 +6,8 @@ GPU, where the device is picked automatically.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
@@ -15,8 +17,12 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from relight3d.data.datamanager import InMemoryDataManagerConfig
 from relight3d.engine.trainer import Relight3DTrainerConfig
+from relight3d.errors import ConfigError
 from relight3d.models.ngp import NGPModelConfig
 from relight3d.models.tensorf import TensoRFModelConfig
+
+if TYPE_CHECKING:
+    from relight3d.priors.base import RelightingPriorConfig
 
 
 def default_device_type() -> str:
@@ -92,18 +98,21 @@ def sds_config(max_steps: int = 5000, field: str = "ngp") -> Relight3DTrainerCon
         model, name = SDSTensoRFModelConfig(), "relight3d-sds-tensorf"
         optimizers = {"density": constant(2e-2), "appearance_grid": constant(2e-2), "decoder": constant(1e-3)}
     else:
-        raise ValueError(f"sds_config: field must be 'ngp' or 'tensorf', got {field!r}")
+        raise ConfigError("field", f"relight3d-sds's field must be 'ngp' or 'tensorf', got {field!r}")
     config = _trainer_config(name, model, optimizers, max_steps)
     config.pipeline = ScoreDistillationPipelineConfig(model=model)
     return config
 
 
-def gaffer_config(stage1_steps: int = 2500, stage2_steps: int = 500) -> Relight3DTrainerConfig:
+def gaffer_config(
+    stage1_steps: int = 2500, stage2_steps: int = 500, prior: Optional[RelightingPriorConfig] = None
+) -> Relight3DTrainerConfig:
     """relight3d-gaffer's trainer config: Neural Gaffer's two-stage relighting of a trained field.
 
     Learning rates follow Neural Gaffer's stage 1: 2e-2 for the appearance grids (TensoRF) or the appearance hash
     grid and MLP (NGP), 1e-3 for the appearance basis and decoder, decayed tenfold over both stages. Density is
-    frozen, so it has no optimizer. ``--max-num-iterations`` is ``stage1_steps + stage2_steps``.
+    frozen, so it has no optimizer. ``--max-num-iterations`` is ``stage1_steps + stage2_steps``. ``prior`` replaces
+    the default prior (:data:`relight3d.priors.registry.DEFAULT_PRIOR`).
     """
     from relight3d.pipelines.relighting import RelightingPipelineConfig
 
@@ -119,28 +128,31 @@ def gaffer_config(stage1_steps: int = 2500, stage2_steps: int = 500) -> Relight3
     config.pipeline = RelightingPipelineConfig(
         datamanager=datamanager, model=config.pipeline.model, stage1_steps=stage1_steps, stage2_steps=stage2_steps
     )
+    if prior is not None:
+        config.pipeline.prior = prior
     config.steps_per_eval_image = max_steps + 1
     config.steps_per_eval_batch = max_steps + 1
     return config
 
 
-tensorf_method = MethodSpecification(
-    config=tensorf_config(),
-    description="relight3d TensoRF-VM with occupancy-grid ray marching (CPU-friendly; normals, freezable geometry)",
-)
-ngp_method = MethodSpecification(
-    config=ngp_config(),
-    description="relight3d Instant-NGP hash grid (tinycudann or pure torch) with occupancy-grid ray marching",
-)
-gaffer_method = MethodSpecification(
-    config=gaffer_config(),
-    description="relight3d two-stage relighting of a trained field with a 2D relighting prior (Neural Gaffer)",
-)
-sds_method = MethodSpecification(
-    config=sds_config(),
-    description="relight3d single-image 360-degree reconstruction with a Stable Diffusion SDS prior (RealFusion)",
-)
-sds_tensorf_method = MethodSpecification(
-    config=sds_config(field="tensorf"),
-    description="relight3d-sds with a TensoRF field instead of the NGP hash grid",
-)
+METHOD_DESCRIPTIONS = {
+    "relight3d-tensorf": "relight3d TensoRF-VM with occupancy-grid ray marching (CPU-friendly; normals, freezable "
+    "geometry)",
+    "relight3d-ngp": "relight3d Instant-NGP hash grid (tinycudann or pure torch) with occupancy-grid ray marching",
+    "relight3d-gaffer": "relight3d two-stage relighting of a trained field with a 2D relighting prior (Neural Gaffer)",
+    "relight3d-sds": "relight3d single-image 360-degree reconstruction with a Stable Diffusion SDS prior (RealFusion)",
+    "relight3d-sds-tensorf": "relight3d-sds with a TensoRF field instead of the NGP hash grid",
+}
+"""What ``ns-train --help`` says of each method."""
+
+
+def _specification(config: Relight3DTrainerConfig) -> MethodSpecification:
+    return MethodSpecification(config=config, description=METHOD_DESCRIPTIONS[config.method_name])
+
+
+# The nerfstudio.method_configs entry points (setup.py) name these.
+tensorf_method = _specification(tensorf_config())
+ngp_method = _specification(ngp_config())
+gaffer_method = _specification(gaffer_config())
+sds_method = _specification(sds_config())
+sds_tensorf_method = _specification(sds_config(field="tensorf"))

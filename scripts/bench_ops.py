@@ -15,14 +15,29 @@ alternating step by step so that both see the same load. ``--only vm`` runs just
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
 from relight3d.ops import _backend, _torch_impl
+
+Run = Callable[..., Any]
+"""``run(op, *args)``: one implementation of the ops, called with all the arguments of the public op, positionally."""
+
+
+def reference_run(op: str, *args: Any) -> Any:
+    return getattr(_torch_impl, op)(*args)
+
+
+def compiled_run(op: str, *args: Any) -> Any:
+    from relight3d.ops import _wrapper
+
+    return _wrapper.run(op, *args)
 
 
 def _timeit(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
@@ -44,7 +59,7 @@ def make_scene(n_rays: int, res: int, device: torch.device, seed: int = 0) -> Di
     aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
     radius = (0.1 * 8 * 3 / (4 * math.pi)) ** (1 / 3)  # ball volume = 10% of the box
     cells = torch.arange(res**3)
-    centers = _torch_impl.occupancy_cell_positions(cells, aabb, res)
+    centers = _torch_impl.occupancy_cell_positions(cells, aabb, res, None)
     density = torch.where(centers.norm(dim=-1) < radius, 10.0, 0.0)[None]
     bitfield = _torch_impl.pack_bitfield(density, 0.01)
     # cameras on a sphere of radius 3, rays through a 60-degree cone towards the centre
@@ -77,19 +92,19 @@ def make_samples(n_rays: int, n_samples: int, device: torch.device, seed: int = 
     return {k: v.to(device) for k, v in out.items()}
 
 
-def bench_impl(impl, scene, samples, n_rays: int, res: int, repeats: int, sync) -> Dict[str, float]:
-    """Times of one implementation (a module with the _torch_impl signatures)."""
+def bench_impl(run: Run, scene, samples, n_rays: int, res: int, repeats: int, sync) -> Dict[str, float]:  # noqa: ANN001
+    """Times of one implementation of the ops (:data:`Run`)."""
     o, d, aabb, bf, jit = scene["rays_o"], scene["rays_d"], scene["aabb"], scene["bitfield"], scene["jitter"]
-    t_near, t_far = impl.ray_aabb_intersect(o, d, aabb)
+    t_near, t_far = run("ray_aabb_intersect", o, d, aabb, 0.0)
     out: Dict[str, float] = {}
     out["march_rays_train (uniform)"] = _timeit(
-        lambda: impl.march_rays_train(o, d, t_near, t_far, bf, aabb, 1, res, 0.005, 0.005, 0.0, 1024, jit),
+        lambda: run("march_rays_train", o, d, t_near, t_far, bf, aabb, 1, res, 0.005, 0.005, 0.0, 1024, jit),
         repeats,
         sync,
     )
     out["march_rays_train (cone, 2 cascades)"] = _timeit(
-        lambda: impl.march_rays_train(o, d, t_near, t_far, scene["bitfield2"], aabb, 2, res, 0.005, 0.05, 1 / 128, 1024,
-                                      jit),
+        lambda: run("march_rays_train", o, d, t_near, t_far, scene["bitfield2"], aabb, 2, res, 0.005, 0.05, 1 / 128,
+                    1024, jit),
         repeats,
         sync,
     )
@@ -99,11 +114,11 @@ def bench_impl(impl, scene, samples, n_rays: int, res: int, repeats: int, sync) 
     gw = torch.randn_like(sig)
 
     def weights_fwd_bwd() -> None:
-        w, _ = impl.render_weights(sig, t0, t1, ri, n_rays)
+        w, _ = run("render_weights", sig, t0, t1, ri, n_rays, 1e-4)
         torch.autograd.grad((w * gw).sum(), sig)
 
     def composite_fwd_bwd() -> None:
-        w, image, depth, acc = impl.composite_rays_train(sig, rgb, t0, t1, ri, n_rays)
+        w, image, depth, acc = run("composite_rays_train", sig, rgb, t0, t1, ri, n_rays, 1e-4)
         torch.autograd.grad(image.sum() + depth.sum() + acc.sum() + w.sum(), (sig, rgb))
 
     out["render_weights fwd+bwd"] = _timeit(weights_fwd_bwd, repeats, sync)
@@ -115,8 +130,8 @@ def bench_impl(impl, scene, samples, n_rays: int, res: int, repeats: int, sync) 
     vals = torch.rand(idx.shape[0], device=density.device, generator=gen)
 
     def update() -> None:
-        new = impl.occupancy_grid_update(density, idx, vals, 0.95)
-        impl.pack_bitfield(new, 0.01)
+        new = run("occupancy_grid_update", density, idx, vals, 0.95)
+        run("pack_bitfield", new, 0.01)
 
     out["occupancy update + pack (1M cells)"] = _timeit(update, repeats, sync)
     return out
@@ -156,9 +171,9 @@ def main() -> None:
     density2 = torch.cat([scene["density"], torch.zeros_like(scene["density"])], 0)
     scene["bitfield2"] = _torch_impl.pack_bitfield(density2, 0.01)
     samples = make_samples(args.rays, args.samples, cpu)
-    t_near, t_far = _torch_impl.ray_aabb_intersect(scene["rays_o"], scene["rays_d"], scene["aabb"])
+    t_near, t_far = _torch_impl.ray_aabb_intersect(scene["rays_o"], scene["rays_d"], scene["aabb"], 0.0)
     ids, _, _ = _torch_impl.march_rays_train(scene["rays_o"], scene["rays_d"], t_near, t_far, scene["bitfield"],
-                                             scene["aabb"], 1, args.res, 0.005, 0.005)
+                                             scene["aabb"], 1, args.res, 0.005, 0.005, 0.0, 1024, None)
     n_cand = _torch_impl._count_steps(t_near, t_far, 0.005, 0.005, 0.0, 1024).float()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.rays} rays, {args.res}^3 grid, "
           f"{float(n_cand.mean()):.0f} candidate steps per ray ({float(n_cand[n_cand > 0].mean()):.0f} for rays "
@@ -166,11 +181,10 @@ def main() -> None:
 
     columns: List[Tuple[str, Dict[str, float]]] = []
     nosync = lambda: None  # noqa: E731
-    columns.append(("torch (cpu)", bench_impl(_torch_impl, scene, samples, args.rays, args.res, args.repeats, nosync)))
+    torch_cpu = bench_impl(reference_run, scene, samples, args.rays, args.res, args.repeats, nosync)
+    columns.append(("torch (cpu)", torch_cpu))
     if _backend.active_backend("cpu") == "cpu":
-        from relight3d.ops import _wrapper
-
-        compiled_cpu = bench_impl(_wrapper, scene, samples, args.rays, args.res, args.repeats, nosync)
+        compiled_cpu = bench_impl(compiled_run, scene, samples, args.rays, args.res, args.repeats, nosync)
         columns.append(("compiled cpu", compiled_cpu))
     else:
         print("compiled CPU kernels unavailable: only the torch reference is timed")
@@ -179,12 +193,10 @@ def main() -> None:
         scene_cuda = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in scene.items()}
         samples_cuda = {k: v.to(dev) for k, v in samples.items()}
         sync = torch.cuda.synchronize
-        columns.append(("torch (cuda)", bench_impl(_torch_impl, scene_cuda, samples_cuda, args.rays, args.res,
+        columns.append(("torch (cuda)", bench_impl(reference_run, scene_cuda, samples_cuda, args.rays, args.res,
                                                    args.repeats, sync)))
         if _backend.active_backend("cuda") == "cuda":
-            from relight3d.ops import _wrapper
-
-            columns.append(("compiled cuda", bench_impl(_wrapper, scene_cuda, samples_cuda, args.rays, args.res,
+            columns.append(("compiled cuda", bench_impl(compiled_run, scene_cuda, samples_cuda, args.rays, args.res,
                                                         args.repeats, sync)))
 
     names = list(columns[0][1])
@@ -274,12 +286,10 @@ def vm_points_along_rays(n: int, samples_per_ray: int = 128, seed: int = 0) -> t
 
 def bench_vm(n_points: int, repeats: int) -> None:
     """Forward + backward of sample_vm_features: grid_sample reference vs compiled kernels (medians, interleaved)."""
-    from relight3d.ops import _wrapper
-
     impls: Dict[str, Callable] = {"grid_sample": _torch_impl.sample_vm_features}
     ext = _backend.extension()
     if ext is not None and hasattr(ext, "sample_vm_features_fwd"):
-        impls["compiled"] = _wrapper.sample_vm_features
+        impls["compiled"] = functools.partial(compiled_run, "sample_vm_features")
     else:
         print("\ncompiled VM kernels unavailable: only the grid_sample reference is timed")
     xyz = vm_points_along_rays(n_points)
@@ -313,35 +323,6 @@ def bench_vm(n_points: int, repeats: int) -> None:
         print(row)
 
 
-def _training_step_fn(config, scene) -> Tuple[Callable[[int], None], int]:  # noqa: ANN001
-    """A function running one training iteration of ``config`` per call (the loop of
-    :func:`relight3d.engine.run.time_training_steps`), and the rays per batch."""
-    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
-    from nerfstudio.engine.optimizers import Optimizers
-
-    from relight3d.engine.run import build_pipeline
-
-    pipeline = build_pipeline(config, scene)
-    pipeline.train()
-    optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
-    callbacks = pipeline.get_training_callbacks(
-        TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None)
-    )
-
-    def step(i: int) -> None:
-        for cb in callbacks:
-            cb.run_callback_at_location(i, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        optimizers.zero_grad_all()
-        _, loss_dict, _ = pipeline.get_train_loss_dict(i)
-        sum(loss_dict.values()).backward()
-        optimizers.optimizer_step_all()
-        optimizers.scheduler_step_all(i)
-        for cb in callbacks:
-            cb.run_callback_at_location(i, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-
-    return step, pipeline.datamanager.get_train_rays_per_batch()
-
-
 def bench_vm_training(steps: int, res: int, warmup: int = 30, clock: str = "wall") -> None:
     """relight3d-tensorf training rays/s with the grid_sample VM lookup vs the compiled one (other ops compiled).
 
@@ -353,35 +334,33 @@ def bench_vm_training(steps: int, res: int, warmup: int = 30, clock: str = "wall
 
     from relight3d.data.synthetic import SceneSpec, write_blender_scene
     from relight3d.demo import cache_dir
+    from relight3d.engine.run import build_pipeline, training_step_function
     from relight3d.method_configs import tensorf_config
-    from relight3d.ops import _wrapper
 
     ext = _backend.extension()
     if ext is None or not hasattr(ext, "sample_vm_features_fwd"):
         print("\ncompiled VM kernels unavailable: no VM training A/B")
         return
     scene = Path(write_blender_scene(cache_dir() / "scenes" / "objects64", SceneSpec(resolution=64)))
-    impls = {"grid_sample": _torch_impl.sample_vm_features, "compiled": _wrapper.sample_vm_features}
-    fused = _wrapper.sample_vm_features
+    # the VM lookup of each run: by grid_sample (the torch reference) or by the kernels
+    impls = {"grid_sample": lambda: _backend.torch_reference("sample_vm_features"), "compiled": contextlib.nullcontext}
     runs = {}
     for name in impls:
         config = tensorf_config()
         config.pipeline.model.init_resolution = res
         config.pipeline.model.final_resolution = max(res, config.pipeline.model.final_resolution)
         torch.manual_seed(0)
-        runs[name], rays = _training_step_fn(config, scene)
+        pipeline = build_pipeline(config, scene)
+        runs[name], rays = training_step_function(pipeline, config), pipeline.datamanager.get_train_rays_per_batch()
     times: Dict[str, List[float]] = {name: [] for name in impls}
     timer = time.perf_counter if clock == "wall" else time.process_time
-    try:
-        for i in range(warmup + steps):
-            for name in (list(impls) if i % 2 == 0 else list(impls)[::-1]):
-                _wrapper.sample_vm_features = impls[name]
+    for i in range(warmup + steps):
+        for name in (list(impls) if i % 2 == 0 else list(impls)[::-1]):
+            with impls[name]():
                 t0 = timer()
                 runs[name](i)
                 if i >= warmup:
                     times[name].append(timer() - t0)
-    finally:
-        _wrapper.sample_vm_features = fused
     rate = {name: rays / statistics.median(t) for name, t in times.items()}
     unit = "rays/s" if clock == "wall" else "rays per CPU second"
     print(f"\nrelight3d-tensorf training at {res}^3 grids ({steps} iterations after {warmup}, {rays} rays per batch, "

@@ -34,6 +34,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
+from relight3d.priors.diffusion.testing import tiny_scheduler
+
 SD_BLOCKS = (320, 640, 1280, 1280)
 """Stable Diffusion 1.x UNet channels per level (diffusers' UNet2DConditionModel defaults)."""
 CLIP_L_WIDTH = 768
@@ -56,15 +58,6 @@ def vae() -> Any:
     return AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=levels, layers_per_block=2, latent_channels=4,
-    )
-
-
-def scheduler() -> Any:
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
     )
 
 
@@ -106,7 +99,7 @@ def build_prior(name: str, steps: int) -> Tuple[Any, int, int]:
 
         cfg = NeuralGafferPriorConfig()
         default, cfg.num_inference_steps = cfg.num_inference_steps, steps
-        parts = {"unet": unet(16, 32), "vae": vae(), "image_encoder": image_encoder(), "scheduler": scheduler()}
+        parts = {"unet": unet(16, 32), "vae": vae(), "image_encoder": image_encoder(), "scheduler": tiny_scheduler()}
         return NeuralGafferPrior.from_components(cfg, **parts), default, default
     if name in ("ic-light", "instruct-pix2pix"):
         if name == "ic-light":
@@ -123,7 +116,7 @@ def build_prior(name: str, steps: int) -> Tuple[Any, int, int]:
             cfg.lighting_preview_strength = 1.0
         encoder, tokenizer = text_encoder_and_tokenizer()
         parts = {"unet": unet(8, 64), "vae": vae(), "text_encoder": encoder, "tokenizer": tokenizer,
-                 "scheduler": scheduler()}
+                 "scheduler": tiny_scheduler()}
         return Prior.from_components(cfg, **parts), default, executed
     if name == "physical":
         from relight3d.priors.physical import PhysicalPrior, PhysicalPriorConfig

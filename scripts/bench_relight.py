@@ -41,14 +41,15 @@ def train_field(folder: Path, out: Path, steps: int) -> Path:
 
 
 def main() -> None:
-    from relight3d.pipelines.cli import prior_config
+    from relight3d.method_configs import gaffer_config
     from relight3d.pipelines.relight_run import RelightJob, run_relighting
+    from relight3d.priors.registry import DEFAULT_PRIOR, PRIORS, prior_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", type=Path, default=Path("~/.cache/relight3d/bench/objects6_lights4_128px").expanduser())
     ap.add_argument("--objects", nargs="*", default=None, help="default: every complete object of the benchmark")
     ap.add_argument("--output", type=Path, default=Path("outputs/bench_relight"))
-    ap.add_argument("--prior", default="physical")
+    ap.add_argument("--prior", default=DEFAULT_PRIOR, choices=sorted(PRIORS))
     ap.add_argument("--prior-path", default=None)
     ap.add_argument("--field-steps", type=int, default=1500)
     ap.add_argument("--stage1-steps", type=int, default=600)
@@ -77,9 +78,7 @@ def main() -> None:
             field_run=run,
             envmaps=envmaps,
             output=args.output / name / "relight",
-            prior=prior_config(args.prior, args.prior_path),
-            stage1_steps=args.stage1_steps,
-            stage2_steps=args.stage2_steps,
+            method=gaffer_config(args.stage1_steps, args.stage2_steps, prior_config(args.prior, args.prior_path)),
             video_frames=args.video_frames,
             estimate_source=args.estimate_source,
         )

@@ -28,6 +28,7 @@ import torch
 
 
 def _speed(args: argparse.Namespace) -> None:
+    from relight3d.method_configs import sds_config
     from relight3d.pipelines.sds_checks import time_sds_iterations
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -41,7 +42,7 @@ def _speed(args: argparse.Namespace) -> None:
     )
     for size in args.sizes:
         result = time_sds_iterations(
-            size, steps=args.steps, warmup=args.warmup, sd_path=args.sd_path, settings=args.settings
+            sds_config(), size, steps=args.steps, warmup=args.warmup, sd_path=args.sd_path, settings=args.settings
         )
         print(
             f"  render size {size:4d} px: {result['iterations_per_second']:.3f} iterations/s "
@@ -50,6 +51,7 @@ def _speed(args: argparse.Namespace) -> None:
 
 
 def _reconstruction(args: argparse.Namespace) -> bool:
+    from relight3d.method_configs import sds_config
     from relight3d.pipelines.sds_checks import check_reconstruction
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="relight3d-sds-check-"))
@@ -57,7 +59,7 @@ def _reconstruction(args: argparse.Namespace) -> bool:
         f"reconstruction-only relight3d-sds on skimage coffee (cup + saucer mask), {args.size} px, "
         f"{args.recon_steps} iterations (outputs in {out})"
     )
-    m = check_reconstruction(out, size=args.size, steps=args.recon_steps, rays_per_batch=args.rays)
+    m = check_reconstruction(sds_config(), out, size=args.size, steps=args.recon_steps, rays_per_batch=args.rays)
     ok = m["psnr"] >= args.floor
     print(
         f"  input view: PSNR {m['psnr']:.2f} dB (inside the mask {m['psnr_masked']:.2f} dB), "

@@ -11,7 +11,8 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 # System packages: open3d needs libusb, ns-render needs ffmpeg, the eval report's browser test chromium, and the
-# Cycles benchmark generator's meshes come from libcgal-demo's data tarball. Best effort (root with apt only).
+# Cycles benchmark generator's meshes come from libcgal-demo's data tarball (the generator looks there when no
+# --meshes-archive is given). Best effort (root with apt only).
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   missing=""
   ldconfig -p | grep -q "libusb-1.0.so.0" || missing="$missing libusb-1.0-0"

@@ -1,4 +1,5 @@
-"""Dataparsers: cameras checked by projecting known points; bad input gives one-line errors naming the file."""
+"""Dataparsers and the RGBA reader: cameras checked by projecting known points, pixels against the values written,
+bad input gives one-line errors naming the file."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from PIL import Image
 
 from relight3d.data.blender import CheckedBlenderDataParserConfig
 from relight3d.data.datamanager import InMemoryDataManagerConfig
-from relight3d.data.errors import DataError
+from relight3d.data.images import read_rgba
 from relight3d.data.objaverse import ObjaverseDataParserConfig
-from relight3d.data.single_image import SingleImageDataParserConfig, look_at_camera_to_world, orbit_position
+from relight3d.data.single_image import SingleImageDataParserConfig
+from relight3d.errors import DataError
+from relight3d.geometry import look_at, orbit_positions
 
 POINT = np.array([0.21, -0.13, 0.3])
 
@@ -36,6 +39,10 @@ def _project_blender_convention(w2c: np.ndarray, fx: float, cx: float, cy: float
     return cx + fx * x / -z, cy - fx * y / -z
 
 
+def _orbit_camera(radius: float, elevation: float, azimuth: float) -> np.ndarray:
+    return look_at(orbit_positions(radius, elevation, azimuth).double()).numpy()
+
+
 def _rgba(path: Path, size=(40, 40), mode="RGBA"):
     arr = np.zeros((size[1], size[0], len(mode)), dtype=np.uint8)
     arr[..., :3] = 128
@@ -49,7 +56,7 @@ def make_objaverse(folder: Path, n_views: int = 4, size=(40, 40)) -> list:
     w2cs = []
     for v in range(n_views):
         c2w = np.eye(4)
-        c2w[:3] = look_at_camera_to_world(orbit_position(2.5, 10.0 + 5 * v, 40.0 * v))
+        c2w[:3] = _orbit_camera(2.5, 10.0 + 5 * v, 40.0 * v)
         w2c = np.linalg.inv(c2w)
         np.save(folder / f"{v:03d}_RT.npy", w2c[:3])
         _rgba(folder / f"{v:03d}_000_studio.png", size)
@@ -64,7 +71,7 @@ def make_blender(folder: Path, n: int = 3, size=(40, 30), angle=0.8) -> list:
     frames, c2ws = [], []
     for i in range(n):
         c2w = np.eye(4)
-        c2w[:3] = look_at_camera_to_world(orbit_position(3.0, 20.0, 100.0 * i))
+        c2w[:3] = _orbit_camera(3.0, 20.0, 100.0 * i)
         frames.append({"file_path": f"./train/r_{i}", "transform_matrix": c2w.tolist()})
         _rgba(folder / "train" / f"r_{i}.png", size)
         c2ws.append(c2w)
@@ -100,16 +107,60 @@ def test_blender_projection(tmp_path):
         assert _ray_distance(outputs.cameras, i, uv, POINT) < 1e-4
 
 
-def test_single_image_camera(tmp_path):
-    _rgba(tmp_path / "obj.png", (32, 32))
-    cfg = SingleImageDataParserConfig(data=tmp_path / "obj.png", elevation=30.0, radius=2.0, fov=40.0)
+@pytest.mark.parametrize("azimuth", [0.0, 90.0, -135.0])
+def test_single_image_camera(tmp_path, azimuth):
+    _rgba(tmp_path / "obj.png", (32, 24))
+    cfg = SingleImageDataParserConfig(data=tmp_path / "obj.png", elevation=30.0, azimuth=azimuth, radius=2.0, fov=40.0)
     outputs = cfg.setup().get_dataparser_outputs("train")
-    c2w = outputs.cameras.camera_to_worlds[0].numpy()
-    # Azimuth 0 is Blender's front view: camera on -Y, raised by the elevation, looking at the origin.
-    expect = 2.0 * np.array([0.0, -math.cos(math.radians(30)), math.sin(math.radians(30))])
-    assert np.allclose(c2w[:3, 3], expect, atol=1e-5)
-    ray = outputs.cameras.generate_rays(camera_indices=0, coords=torch.tensor([[16.0, 16.0]]))
-    assert torch.allclose(ray.directions.reshape(3), torch.from_numpy(-expect / 2.0).float(), atol=1e-5)
+    c2w = outputs.cameras.camera_to_worlds[0].double().numpy()
+    # Azimuth 0 is Blender's front view (camera on -Y), counter-clockwise from above; raised by the elevation and
+    # looking at the origin with no roll (closed form of the orbit camera, OpenGL axes).
+    el, az = math.radians(30.0), math.radians(azimuth)
+    back = np.array([math.cos(el) * math.sin(az), -math.cos(el) * math.cos(az), math.sin(el)])
+    right = np.array([math.cos(az), math.sin(az), 0.0])
+    expect = np.stack([right, np.cross(back, right), back, 2.0 * back], axis=1)
+    np.testing.assert_allclose(c2w, expect, atol=1e-6)
+    assert float(outputs.cameras.fx[0]) == pytest.approx(16.0 / math.tan(math.radians(20.0)))
+    assert (float(outputs.cameras.cx[0]), float(outputs.cameras.cy[0])) == (16.0, 12.0)
+    ray = outputs.cameras.generate_rays(camera_indices=0, coords=torch.tensor([[12.0, 16.0]]))
+    assert torch.allclose(ray.directions.reshape(3), torch.from_numpy(-back).float(), atol=1e-5)
+    assert outputs.alpha_color is None and outputs.scene_box.aabb.tolist() == [[-1.0] * 3, [1.0] * 3]
+
+
+def test_read_rgba_keeps_every_value(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    rgba8 = np.array([[[10, 20, 30, 128], [255, 0, 7, 0]]], np.uint8)
+    Image.fromarray(rgba8, "RGBA").save(tmp_path / "rgba.png")
+    image, has_alpha = read_rgba(tmp_path / "rgba.png")
+    assert has_alpha and image.dtype == np.float32 and image.flags.c_contiguous
+    np.testing.assert_array_equal(image, rgba8.astype(np.float32) / 255.0)  # straight alpha, nothing premultiplied
+    Image.fromarray(rgba8[..., :3], "RGB").save(tmp_path / "rgb.bmp")
+    image, has_alpha = read_rgba(tmp_path / "rgb.bmp")
+    assert not has_alpha and image.shape == (1, 2, 4)
+    np.testing.assert_array_equal(image[..., :3], rgba8[..., :3] / np.float32(255.0))
+    np.testing.assert_array_equal(image[..., 3], 1.0)
+    # 16 bits are kept (1000 / 65535, not 3 / 255), channels in RGBA order (OpenCV writes BGRA).
+    rgba16 = np.array([[[1000, 20000, 40000, 30000], [65535, 0, 1, 65535]]], np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), rgba16[..., [2, 1, 0, 3]])
+    image, has_alpha = read_rgba(tmp_path / "deep.png")
+    assert has_alpha
+    np.testing.assert_allclose(image, rgba16 / 65535.0, rtol=0, atol=1e-7)
+    grey16 = np.array([[1000, 65535]], np.uint16)
+    cv2.imwrite(str(tmp_path / "grey.png"), grey16)
+    image, has_alpha = read_rgba(tmp_path / "grey.png")
+    assert not has_alpha
+    np.testing.assert_allclose(image[0, :, 0], grey16[0] / 65535.0, atol=1e-7)
+    assert np.array_equal(image[..., 0], image[..., 2]) and np.array_equal(image[..., 3], np.ones((1, 2)))
+    Image.fromarray(np.array([[[50, 200], [100, 0]]], np.uint8), "LA").save(tmp_path / "la.png")
+    image, has_alpha = read_rgba(tmp_path / "la.png")
+    assert has_alpha
+    np.testing.assert_array_equal(image * 255.0, [[[50, 50, 50, 200], [100, 100, 100, 0]]])
+    # Bad files are one line naming the file.
+    with pytest.raises(DataError, match="nothing.png: image file not found"):
+        read_rgba(tmp_path / "nothing.png")
+    (tmp_path / "fake.png").write_bytes((tmp_path / "rgb.bmp").read_bytes())
+    with pytest.raises(DataError, match="fake.png: BMP data in a .png file"):
+        read_rgba(tmp_path / "fake.png")
 
 
 def test_datamanager_replaces_training_images(tiny_scene):

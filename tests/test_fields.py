@@ -8,12 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from relight3d.fields.base import spherical_harmonics_basis
+from relight3d.fields.base import density_blob, spherical_harmonics_basis
 from relight3d.fields.hash_encoding import HashEncoding
-from relight3d.fields.ngp_field import NGPField
-from relight3d.fields.tensorf_field import TensoRFField
+from relight3d.fields.ngp_field import NGPField, NGPFieldSettings
+from relight3d.fields.tensorf_field import TensoRFField, TensoRFFieldSettings
 
 AABB = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+
+
+def tensorf(resolution: int, **settings) -> TensoRFField:
+    return TensoRFField(AABB, TensoRFFieldSettings(init_resolution=resolution, **settings))
 
 
 def _bilinear(img, x, y):
@@ -27,7 +31,7 @@ def _bilinear(img, x, y):
 
 
 def test_tensorf_density_matches_explicit_vm_sum():
-    field = TensoRFField(AABB, resolution=8, n_density_components=2, n_appearance_components=2, density_shift=0.0)
+    field = tensorf(8, n_density_components=2, n_appearance_components=2, density_shift=0.0)
     p = torch.tensor([[0.3, -0.2, 0.55]])
     u = ((p[0] + 1) / 2 * 7).tolist()  # grid coordinates of the point
     total = 0.0
@@ -44,20 +48,50 @@ def test_tensorf_density_matches_explicit_vm_sum():
     assert float(field.density(torch.tensor([[1.5, 0.0, 0.0]]))) == 0.0  # outside the box
 
 
-def test_normals_follow_density_gradient():
-    field = TensoRFField(AABB, resolution=32)
+@pytest.mark.parametrize("method, tol", [("autograd", 1e-5), ("finite_difference", 1e-3)])
+def test_normals_of_an_analytic_density_are_radial(method, tol):
+    field = tensorf(4)
 
-    def ball_density(positions):  # density increases towards the centre: normals point outwards
-        return torch.relu(1.0 - positions.norm(dim=-1))
+    def ball_density(positions):  # smooth, increasing towards the centre: the outward normal is x / |x|
+        return torch.exp(-positions.square().sum(-1))
 
     field.density = ball_density  # type: ignore[method-assign]
     pts = F.normalize(torch.randn(16, 3), dim=-1) * 0.5
-    n = field.normals(pts)
-    assert torch.allclose(n, F.normalize(pts, dim=-1), atol=1e-5)
+    n = field.normals(pts, method=method, epsilon=1e-2)
+    assert torch.allclose(n, F.normalize(pts, dim=-1), atol=tol)
+    assert float(field.normals(torch.zeros(1, 3), method=method).abs().max()) == 0.0  # no gradient: zero, not NaN
+    with pytest.raises(ValueError, match="unknown method"):
+        field.normals(pts, method="sobel")  # type: ignore[arg-type]
+
+
+def test_density_blob_and_box_in_closed_form():
+    """With empty grids, density is the activation of the blob alone, and zero outside the box."""
+    field = tensorf(8, density_shift=-2.0)
+    field.blob_density, field.blob_radius = 3.0, 0.4
+    with torch.no_grad():
+        field.density_planes.zero_()
+    pts = torch.tensor([[0.0, 0.0, 0.0], [0.3, -0.2, 0.1], [0.9, 0.9, -0.9], [1.2, 0.0, 0.0]])
+    blob = 3.0 * torch.exp(-pts.square().sum(-1) / (2 * 0.4**2))
+    assert torch.allclose(density_blob(pts, 3.0, 0.4), blob)
+    expect = F.softplus(blob - 2.0) * field.density_scale
+    expect[3] = 0.0  # outside the box
+    assert torch.allclose(field.density(pts), expect, rtol=1e-5)
+    field.blob_density = 0.0
+    assert torch.allclose(field.density(pts[:3]), F.softplus(torch.tensor(-2.0)) * field.density_scale)
+
+    ngp = NGPField(AABB, NGPFieldSettings(n_levels=2, log2_table_size=8, max_resolution=32, implementation="torch"))
+    ngp.blob_density, ngp.blob_radius = 3.0, 0.4
+    with torch.no_grad():  # the density MLP outputs 1 everywhere: density = exp(1 + blob - 1)
+        ngp.density_mlp[-1].weight.zero_()
+        ngp.density_mlp[-1].bias.fill_(1.0)
+    sigma, features = ngp.density_and_features(pts)
+    assert torch.allclose(sigma[:3], torch.exp(blob[:3]), rtol=1e-5) and float(sigma[3]) == 0.0
+    assert torch.allclose(ngp.density(pts), sigma)
+    assert torch.allclose(features, torch.ones_like(features))  # the geometry features: the MLP's other outputs
 
 
 def test_freeze_geometry_stops_density_gradients_only():
-    field = TensoRFField(AABB, resolution=8)
+    field = tensorf(8)
     field.freeze_geometry(True)
     pts = torch.rand(64, 3) * 2 - 1
     loss = field.density(pts).sum() + field.color(field.appearance_features(pts), F.normalize(pts, dim=-1)).sum()
@@ -69,7 +103,7 @@ def test_freeze_geometry_stops_density_gradients_only():
 
 
 def test_ngp_freeze_geometry():
-    field = NGPField(AABB, n_levels=4, log2_table_size=10, max_resolution=64, implementation="torch")
+    field = NGPField(AABB, NGPFieldSettings(n_levels=4, log2_table_size=10, max_resolution=64, implementation="torch"))
     field.freeze_geometry(True)
     pts = torch.rand(32, 3) * 2 - 1
     rgb = field.color(field.appearance_features(pts), F.normalize(pts, dim=-1))
@@ -79,7 +113,7 @@ def test_ngp_freeze_geometry():
 
 
 def test_tensorf_upsampling_preserves_a_linear_field():
-    field = TensoRFField(AABB, resolution=5, n_density_components=1, n_appearance_components=1)
+    field = tensorf(5, n_density_components=1, n_appearance_components=1)
     with torch.no_grad():
         lin = torch.linspace(-1, 1, 5)
         field.density_planes.zero_()
@@ -100,10 +134,10 @@ def test_tensorf_upsampling_preserves_a_linear_field():
 
 
 def test_tensorf_loads_upsampled_checkpoint():
-    field = TensoRFField(AABB, resolution=6)
+    field = tensorf(6)
     field.resample(10)
     state = field.state_dict()
-    fresh = TensoRFField(AABB, resolution=6)
+    fresh = tensorf(6)
     params = list(fresh.parameters())
     fresh.load_state_dict(state)
     assert fresh.resolution == 10 and fresh.density_planes.shape[-1] == 10

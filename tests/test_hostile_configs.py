@@ -224,8 +224,8 @@ def broken_checkpoints(ckpt: Path, tmp_path: Path):
     data = ckpt.read_bytes()
     marker = tmp_path / "pwned"
     cases = {
-        "truncated.ckpt": (data[: len(data) // 2], "truncated or damaged torch checkpoint"),
-        "text.ckpt": (b"this is not a checkpoint\n", "not a torch checkpoint (not a zip archive)"),
+        "truncated.ckpt": (data[: len(data) // 2], "cannot be read as a torch checkpoint (truncated or damaged): "),
+        "text.ckpt": (b"this is not a checkpoint\n", "cannot be read as a torch checkpoint (it is not a zip archive)"),
         "empty.ckpt": (b"", "empty checkpoint file"),
     }
     for name, (content, _) in cases.items():
@@ -254,6 +254,8 @@ def test_broken_and_hostile_checkpoints(trained_run, tmp_path):
         with pytest.raises(DataError) as err:
             load_checkpoint_file(path)
         assert "\n" not in str(err.value) and str(err.value).startswith(f"{path}: {problem}"), str(err.value)
+        if "cannot be read" in problem:  # torch's own error is kept as the cause
+            assert err.value.__cause__ is not None
     assert not marker.exists()
 
 
@@ -279,7 +281,7 @@ def test_checkpoint_of_another_method_is_one_line(trained_run, tmp_path):
 def test_hostile_config_on_every_loading_path(trained_run, tmp_path, capsys):
     """relight3d export, relight3d relight --field-run and load_field_run refuse the config; nothing runs."""
     from relight3d.cli import main
-    from relight3d.pipelines.relighting import load_field_run
+    from relight3d.pipelines.relight_field import load_field_run
 
     config_path, _ = trained_run
     marker = tmp_path / "pwned"

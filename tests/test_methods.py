@@ -56,6 +56,31 @@ def test_entry_points_and_configs():
     assert {"relight3d-objaverse", "relight3d-single-image"} <= dp
 
 
+def test_every_entry_point_builds_its_method_and_gaffer_offers_every_prior(capsys):
+    """Each relight3d entry point loads, names its own method and is described; ns-train relight3d-gaffer offers
+    every prior of the registry as ``pipeline.prior:<name>``, the registry's default first."""
+    import tyro
+
+    from relight3d.method_configs import METHOD_DESCRIPTIONS, gaffer_config
+    from relight3d.priors.registry import DEFAULT_PRIOR, PRIORS
+
+    eps = {ep.name: ep for ep in entry_points(group="nerfstudio.method_configs") if ep.name.startswith("relight3d")}
+    assert set(eps) == set(METHOD_DESCRIPTIONS)
+    for name, ep in eps.items():
+        spec = ep.load()
+        assert spec.config.method_name == name and spec.description == METHOD_DESCRIPTIONS[name]
+        assert spec.config.pipeline.model._target.__module__.startswith("relight3d.models")
+    gaffer = eps["relight3d-gaffer"].load().config
+    assert type(gaffer.pipeline.prior) is PRIORS[DEFAULT_PRIOR]
+    with pytest.raises(SystemExit):
+        tyro.cli(type(gaffer), default=gaffer, args=["--help"])
+    text = capsys.readouterr().out
+    assert all(f"pipeline.prior:{name}" in text for name in PRIORS), text[-2000:]
+    other = PRIORS["neural-gaffer"]()
+    short = gaffer_config(stage1_steps=3, stage2_steps=2, prior=other)
+    assert short.pipeline.prior is other and short.max_num_iterations == 5 and short.pipeline.stage1_steps == 3
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_smoke_train_checkpoint_and_resume(name, tiny_scene, tmp_path):
     cfg = tiny(method_configs()[name], steps=4)

@@ -283,6 +283,7 @@ RUN: Dict[str, Run] = {
 NOT_RUN: Dict[str, str] = {
     r"relight3d bench make( .*)?": "renders the Cycles benchmark: 24 minutes on 2 cores, and needs bpy",
     r"relight3d bench check-noise .*": "re-renders benchmark views with Cycles: needs bpy and the rendered benchmark",
+    r"python datasets/render_object_scene\.py( .*)?": "renders the bunny scene with Cycles: minutes, and needs bpy",
     r"python -m pytest( .*)?": "the test suite itself",
     r"python scripts/bench_relight\.py .*": "trains and relights benchmark objects (hours) on the rendered benchmark",
     r"python scripts/bench_prior_speed\.py( .*)?": "times diffusion priors at their released size (GBs, minutes)",

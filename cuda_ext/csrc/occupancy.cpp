@@ -1,86 +1,86 @@
-// Occupancy-grid ops (Morton codes, cell positions, EMA update, bitfield packing, lookups): checks and dispatch.
-#include "checks.h"
+// Occupancy-grid ops (Morton codes, cell positions, EMA update, bitfield packing, lookups): checks, then the
+// functors of kernels.h on every element; the EMA update has its own CPU and CUDA algorithms (occupancy_cpu.cpp,
+// occupancy_cuda.cu).
+#include "kernels.h"
 #include "ops.h"
+#include "parallel.h"
 
 namespace relight3d {
 
-namespace {
-
-void check_grid_layout(const char* op, int64_t n_cascades, int64_t res) {
-  TORCH_CHECK(res > 0 && res <= 1024 && res % 2 == 0, op, ": res must be even and in (0, 1024], got ", res);
-  TORCH_CHECK(n_cascades >= 1 && n_cascades <= 30, op, ": n_cascades must be in [1, 30], got ", n_cascades);
-}
-
-}  // namespace
-
 Tensor morton3d_fwd(const Tensor& coords) {
-  const char* op = "morton3d";
-  check_input(coords, op, "coords", at::kLong, coords.device());
-  check_shape(coords, op, "coords", {coords.size(0), 3});
-  R3D_DISPATCH(coords.device(), morton3d_fwd, coords);
+  R3D_CHECK("morton3d", coords.device(), at::kLong, (coords), -1, 3);
+  const at::DeviceGuard guard(coords.device());
+  Tensor codes = at::empty({coords.size(0)}, coords.options());
+  for_each(coords.device(), coords.size(0), kGrainElementwise, Morton3d{cptr<int64_t>(coords), ptr<int64_t>(codes)});
+  return codes;
 }
 
 Tensor morton3d_invert_fwd(const Tensor& codes) {
-  const char* op = "morton3d_invert";
-  check_input(codes, op, "codes", at::kLong, codes.device());
-  TORCH_CHECK(codes.dim() == 1, op, ": 'codes' must be 1-D, got shape ", codes.sizes());
-  R3D_DISPATCH(codes.device(), morton3d_invert_fwd, codes);
+  R3D_CHECK("morton3d_invert", codes.device(), at::kLong, (codes), -1);
+  const at::DeviceGuard guard(codes.device());
+  Tensor coords = at::empty({codes.size(0), 3}, codes.options());
+  for_each(codes.device(), codes.size(0), kGrainElementwise,
+           Morton3dInvert{cptr<int64_t>(codes), ptr<int64_t>(coords)});
+  return coords;
 }
 
 Tensor occupancy_cell_positions_fwd(const Tensor& indices, const Tensor& aabb, int64_t res, const OptTensor& jitter) {
   const char* op = "occupancy_cell_positions";
   const auto dev = indices.device();
-  check_input(indices, op, "indices", at::kLong, dev);
-  check_input(aabb, op, "aabb", at::kFloat, dev);
-  TORCH_CHECK(indices.dim() == 1, op, ": 'indices' must be 1-D, got shape ", indices.sizes());
-  check_shape(aabb, op, "aabb", {6});
+  R3D_CHECK(op, dev, at::kLong, (indices), -1);
+  R3D_CHECK(op, dev, at::kFloat, (jitter), indices.size(0), 3);
+  R3D_CHECK(op, dev, at::kFloat, (aabb), 6);
   check_grid_layout(op, 1, res);
-  if (jitter.has_value()) {
-    check_input(*jitter, op, "jitter", at::kFloat, dev);
-    check_shape(*jitter, op, "jitter", {indices.size(0), 3});
-  }
-  R3D_DISPATCH(dev, occupancy_cell_positions_fwd, indices, aabb, res, jitter);
+  const at::DeviceGuard guard(dev);
+  Tensor out = at::empty({indices.size(0), 3}, aabb.options());
+  for_each(dev, indices.size(0), kGrainElementwise,
+           CellPositions{grid_ref(aabb, 1, res), cptr<int64_t>(indices), cptr<float>(jitter), ptr<float>(out)});
+  return out;
 }
 
 Tensor occupancy_grid_update_fwd(const Tensor& density_grid, const Tensor& indices, const Tensor& values,
                                  double decay) {
   const char* op = "occupancy_grid_update";
   const auto dev = density_grid.device();
-  check_input(density_grid, op, "density_grid", at::kFloat, dev);
-  check_input(indices, op, "indices", at::kLong, dev);
-  check_input(values, op, "values", at::kFloat, dev);
-  TORCH_CHECK(indices.dim() == 1, op, ": 'indices' must be 1-D, got shape ", indices.sizes());
-  check_shape(values, op, "values", {indices.size(0)});
+  R3D_CHECK(op, dev, at::kFloat, (density_grid));
+  R3D_CHECK(op, dev, at::kLong, (indices), -1);
+  R3D_CHECK(op, dev, at::kFloat, (values), indices.size(0));
   R3D_DISPATCH(dev, occupancy_grid_update_fwd, density_grid, indices, values, decay);
 }
 
 Tensor pack_bitfield_fwd(const Tensor& density_grid, double threshold) {
   const char* op = "pack_bitfield";
-  check_input(density_grid, op, "density_grid", at::kFloat, density_grid.device());
+  R3D_CHECK(op, density_grid.device(), at::kFloat, (density_grid));
   TORCH_CHECK(density_grid.numel() % 8 == 0, op, ": the grid has ", density_grid.numel(),
               " cells, not a multiple of 8");
-  R3D_DISPATCH(density_grid.device(), pack_bitfield_fwd, density_grid, threshold);
+  const at::DeviceGuard guard(density_grid.device());
+  Tensor bits = at::empty({density_grid.numel() / 8}, density_grid.options().dtype(at::kByte));
+  for_each(density_grid.device(), bits.size(0), kGrainElementwise / 8,
+           PackBitfield{cptr<float>(density_grid), static_cast<float>(threshold), ptr<uint8_t>(bits)});
+  return bits;
 }
 
 Tensor unpack_bitfield_fwd(const Tensor& bitfield) {
-  const char* op = "unpack_bitfield";
-  check_input(bitfield, op, "bitfield", at::kByte, bitfield.device());
-  TORCH_CHECK(bitfield.dim() == 1, op, ": 'bitfield' must be 1-D, got shape ", bitfield.sizes());
-  R3D_DISPATCH(bitfield.device(), unpack_bitfield_fwd, bitfield);
+  R3D_CHECK("unpack_bitfield", bitfield.device(), at::kByte, (bitfield), -1);
+  const at::DeviceGuard guard(bitfield.device());
+  Tensor cells = at::empty({bitfield.size(0) * 8}, bitfield.options().dtype(at::kBool));
+  for_each(bitfield.device(), bitfield.size(0), kGrainElementwise / 8,
+           UnpackBitfield{cptr<uint8_t>(bitfield), ptr<bool>(cells)});
+  return cells;
 }
 
 Tensor occupancy_lookup_fwd(const Tensor& positions, const Tensor& bitfield, const Tensor& aabb, int64_t n_cascades,
                             int64_t res) {
   const char* op = "occupancy_lookup";
   const auto dev = positions.device();
-  check_input(positions, op, "positions", at::kFloat, dev);
-  check_input(bitfield, op, "bitfield", at::kByte, dev);
-  check_input(aabb, op, "aabb", at::kFloat, dev);
-  check_shape(positions, op, "positions", {positions.size(0), 3});
-  check_shape(aabb, op, "aabb", {6});
-  check_grid_layout(op, n_cascades, res);
-  check_shape(bitfield, op, "bitfield", {n_cascades * res * res * res / 8});
-  R3D_DISPATCH(dev, occupancy_lookup_fwd, positions, bitfield, aabb, n_cascades, res);
+  R3D_CHECK(op, dev, at::kFloat, (positions), -1, 3);
+  check_grid(op, dev, bitfield, aabb, n_cascades, res);
+  const at::DeviceGuard guard(dev);
+  Tensor out = at::empty({positions.size(0)}, positions.options().dtype(at::kBool));
+  for_each(dev, positions.size(0), kGrainElementwise / 4,
+           OccupancyLookup{grid_ref(aabb, n_cascades, res), cptr<uint8_t>(bitfield), cptr<float>(positions),
+                           ptr<bool>(out)});
+  return out;
 }
 
 }  // namespace relight3d

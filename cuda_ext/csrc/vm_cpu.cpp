@@ -24,7 +24,7 @@
 //
 // For few points (fewer than a sixteenth of a plane's nodes) building padded copies would cost more than the
 // lookups; a direct path then reads and scatters in the original layout with bounds checks.
-#include "cpu_utils.h"
+#include "parallel.h"
 #include "ops.h"
 #include "vm_common.h"
 

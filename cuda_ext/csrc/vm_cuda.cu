@@ -5,7 +5,7 @@
 // atomicAdd, as grid_sample's CUDA backward does (so the order of the additions, hence the last bits of the
 // gradients, varies from run to run).
 #include "common.h"
-#include "cuda_utils.cuh"
+#include "parallel_cuda.cuh"
 #include "ops.h"
 #include "vm_common.h"
 

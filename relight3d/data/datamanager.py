@@ -22,7 +22,7 @@ from torch import Tensor
 
 from relight3d.data.checked_dataset import CheckedInputDataset
 from relight3d.data.dataparser_configs import AnnotatedDataParserUnion, dataparser_config
-from relight3d.data.errors import DataError
+from relight3d.errors import DataError
 
 
 @dataclass

@@ -19,10 +19,9 @@ from typing import Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
-from nerfstudio.cameras.cameras import Cameras, CameraType
-from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
-from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 
+from relight3d.data.object_outputs import ObjectDataParser, ObjectDataParserConfig, object_outputs
 from relight3d.data.validation import (
     OUTSIDE_PATHS_HINT,
     check_images,
@@ -30,7 +29,7 @@ from relight3d.data.validation import (
     check_regular_file,
     resolve_inside,
 )
-from relight3d.errors import ConfigError, DataError
+from relight3d.errors import ConfigError, DataError, reading
 
 IMAGE_PATTERN = re.compile(r"^(\d{3})_(\d{3})_(.+)\.png$")
 LENS_MM = 35.0
@@ -58,33 +57,30 @@ def find_envmap(folder: Path, envname: str) -> Optional[Path]:
 
 
 @dataclass
-class ObjaverseDataParserConfig(DataParserConfig):
+class ObjaverseDataParserConfig(ObjectDataParserConfig):
     """Objaverse / Neural Gaffer object folders (``{view:03d}_RT.npy`` + ``{view:03d}_{light:03d}_{env}.png``)."""
 
     _target: Type = field(default_factory=lambda: ObjaverseDataParser)
     """Dataparser class to instantiate."""
-    data: Path = Path("data/object")
-    """Object folder."""
     light_index: int = 0
     """Which light's images the field trains on."""
     train_views: Tuple[int, int] = (0, 100)
     """Half-open range of view indices used for training."""
     eval_views: Tuple[int, int] = (100, 120)
     """Half-open range of view indices used for evaluation."""
-    scene_scale: float = 1.0
-    """Half-size of the scene box (objects are normalised into it)."""
     allow_outside_paths: bool = False
     """Read images, cameras and maps that resolve outside the object folder (symlinks out of it; maps outside the
     folder and the shared ``../envmaps/``). Off by default: a downloaded folder must not make relight3d read files
     elsewhere."""
 
 
-class ObjaverseDataParser(DataParser):
+class ObjaverseDataParser(ObjectDataParser):
     """Reads one Objaverse / Neural Gaffer object folder."""
 
     config: ObjaverseDataParserConfig
 
     def _check_config(self) -> None:
+        super()._check_config()
         c = self.config
         if c.light_index < 0:
             raise ConfigError("light_index", f"must be >= 0, got {c.light_index}")
@@ -92,8 +88,6 @@ class ObjaverseDataParser(DataParser):
             lo, hi = getattr(c, name)
             if not 0 <= lo < hi:
                 raise ConfigError(name, f"must be a half-open range 0 <= start < end, got ({lo}, {hi})")
-        if not (np.isfinite(c.scene_scale) and c.scene_scale > 0):
-            raise ConfigError("scene_scale", f"must be a positive number, got {c.scene_scale}")
 
     def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
         folder = Path(self.config.data)
@@ -116,10 +110,8 @@ class ObjaverseDataParser(DataParser):
                 raise DataError(rt_path, f"camera file missing for view {v:03d}")
             check_regular_file(rt_path, "camera")
             resolve_inside(folder, rt_path.name, rt_path, "the camera file", allow)
-            try:
+            with reading(rt_path, "a camera matrix (.npy)"):
                 rt = np.load(rt_path, allow_pickle=False)
-            except Exception as err:
-                raise DataError(rt_path, f"cannot read camera matrix ({err.__class__.__name__})") from None
             rt = check_pose(rt, rt_path, f"view {v:03d}", rows=3)
             w2c = np.eye(4)
             w2c[:3] = rt
@@ -130,17 +122,6 @@ class ObjaverseDataParser(DataParser):
             images.append(path)
         width, height = check_images(images, require_alpha=True)
         focal = width * LENS_MM / SENSOR_MM
-        cameras = Cameras(
-            camera_to_worlds=torch.from_numpy(np.stack(c2w)).float(),
-            fx=focal,
-            fy=focal,
-            cx=width / 2.0,
-            cy=height / 2.0,
-            width=width,
-            height=height,
-            camera_type=CameraType.PERSPECTIVE,
-        )
-        s = self.config.scene_scale
         envmaps = {name: find_envmap(folder, name) for name in sorted(envnames)}
         for p in envmaps.values():
             roots = (folder, folder.parent / "envmaps")
@@ -148,10 +129,5 @@ class ObjaverseDataParser(DataParser):
                 problem = f"the map resolves outside the object folder (to {p.resolve()}); {OUTSIDE_PATHS_HINT}"
                 raise DataError(p, problem)
         metadata = {"light_index": light, "envmap_paths": envmaps, "view_indices": selected}
-        return DataparserOutputs(
-            image_filenames=images,
-            cameras=cameras,
-            alpha_color=None,  # keep RGBA: the model composites on its background and the alpha is the mask
-            scene_box=SceneBox(aabb=torch.tensor([[-s, -s, -s], [s, s, s]], dtype=torch.float32)),
-            metadata=metadata,
-        )
+        c2w_t = torch.from_numpy(np.stack(c2w))
+        return object_outputs(images, c2w_t, width, height, focal, self.config.scene_scale, metadata)

@@ -1,7 +1,8 @@
 """A single RGBA image as a dataset: the input view of single-image reconstruction.
 
 The camera looks at the origin from ``radius`` away, at ``elevation`` degrees above the horizontal plane (world
-Z up, as in Blender). Azimuth 0 is Blender's front view: the camera sits on the -Y axis and looks along +Y.
+Z up, as in Blender). Azimuth 0 is Blender's front view: the camera sits on the -Y axis and looks along +Y. The pose is
+:func:`relight3d.geometry.look_at` of :func:`relight3d.geometry.orbit_positions`, as everywhere in relight3d.
 
 Padded copies of non-square images (:func:`pad_image_to_square`) are cached under the user's cache folder
 (``$RELIGHT3D_CACHE``, else ``~/.cache/relight3d``), in ``padded/``, named by a hash of the image's content: never in
@@ -18,14 +19,14 @@ from pathlib import Path
 from typing import Optional, Type
 
 import numpy as np
-import torch
-from nerfstudio.cameras.cameras import Cameras, CameraType
-from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
-from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from PIL import Image
 
-from relight3d.data.validation import inspect_image, read_image_float32
+from relight3d.data.images import read_rgba
+from relight3d.data.object_outputs import ObjectDataParser, ObjectDataParserConfig, object_outputs
+from relight3d.data.validation import check_images
 from relight3d.errors import ConfigError, DataError
+from relight3d.geometry import look_at, orbit_positions
 
 CACHE_ENV = "RELIGHT3D_CACHE"
 """Environment variable naming relight3d's cache folder (default ``~/.cache/relight3d``)."""
@@ -47,15 +48,12 @@ def pad_image_to_square(path: Path, out_dir: Optional[Path] = None) -> Path:
         DataError: the input is not a valid image (see :func:`relight3d.data.validation.inspect_image`).
     """
     path = Path(path)
-    info = inspect_image(path)
+    rgba, _ = read_rgba(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
     out_dir = Path(out_dir) if out_dir is not None else user_cache_dir() / "padded"
     out = out_dir / f"{digest}-square.png"
     if out.is_file() and not out.is_symlink():
         return out
-    rgba = read_image_float32(path, info)
-    if rgba.shape[2] == 3:
-        rgba = np.concatenate([rgba, np.ones_like(rgba[..., :1])], axis=2)
     h, w = rgba.shape[:2]
     side = max(w, h)
     canvas = np.zeros((side, side, 4), dtype=np.uint8)
@@ -68,30 +66,8 @@ def pad_image_to_square(path: Path, out_dir: Optional[Path] = None) -> Path:
     return out
 
 
-def look_at_camera_to_world(position: np.ndarray, target: np.ndarray = np.zeros(3)) -> np.ndarray:
-    """3x4 camera-to-world matrix (OpenGL/Blender camera: -Z forward, +Y up) looking from ``position`` at ``target``.
-
-    World up is +Z.
-    """
-    forward = target - position
-    forward = forward / np.linalg.norm(forward)
-    up = np.array([0.0, 0.0, 1.0])
-    if abs(float(np.dot(forward, up))) > 0.999:
-        up = np.array([0.0, 1.0, 0.0])
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    true_up = np.cross(right, forward)
-    return np.stack([right, true_up, -forward, position], axis=1)
-
-
-def orbit_position(radius: float, elevation_deg: float, azimuth_deg: float) -> np.ndarray:
-    """Camera position on a sphere; azimuth 0 is the -Y axis (Blender front), increasing counter-clockwise."""
-    el, az = math.radians(elevation_deg), math.radians(azimuth_deg)
-    return radius * np.array([math.cos(el) * math.sin(az), -math.cos(el) * math.cos(az), math.sin(el)])
-
-
 @dataclass
-class SingleImageDataParserConfig(DataParserConfig):
+class SingleImageDataParserConfig(ObjectDataParserConfig):
     """One RGBA image (alpha = object mask) seen from a configurable camera."""
 
     _target: Type = field(default_factory=lambda: SingleImageDataParser)
@@ -106,54 +82,40 @@ class SingleImageDataParserConfig(DataParserConfig):
     """Camera distance from the origin."""
     fov: float = 40.0
     """Horizontal field of view in degrees."""
-    scene_scale: float = 1.0
-    """Half-size of the scene box."""
 
 
-class SingleImageDataParser(DataParser):
+class SingleImageDataParser(ObjectDataParser):
     """The same single view for train and eval."""
 
     config: SingleImageDataParserConfig
 
     def _check_config(self) -> None:
+        super()._check_config()
         c = self.config
-        for name in ("elevation", "azimuth", "radius", "fov", "scene_scale"):
+        for name in ("elevation", "azimuth", "radius", "fov"):
             if not math.isfinite(getattr(c, name)):
                 raise ConfigError(name, f"must be a finite number, got {getattr(c, name)}")
         if not c.radius > 0:
             raise ConfigError("radius", f"the camera distance must be positive, got {c.radius}")
         if not 0.0 < c.fov < 180.0:
             raise ConfigError("fov", f"the field of view must be in (0, 180) degrees, got {c.fov}")
-        if not c.scene_scale > 0:
-            raise ConfigError("scene_scale", f"must be positive, got {c.scene_scale}")
 
     def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
         self._check_config()
         path = Path(self.config.data)
-        info = inspect_image(path)
-        (width, height), mode = info.size, info.mode
-        if not info.has_alpha:
-            raise DataError(path, f"image has mode {mode} but an RGBA image (alpha = object mask) is required")
-        alpha = read_image_float32(path, info)[..., 3]
-        if int((alpha > 0.5).sum()) == 0:
+        check_images([path], require_alpha=True)  # the same one-line refusal as the other dataparsers
+        rgba, _ = read_rgba(path)
+        height, width = rgba.shape[:2]
+        if int((rgba[..., 3] > 0.5).sum()) == 0:
             raise DataError(path, "the alpha mask is empty (no pixel has alpha > 0.5)")
         focal = 0.5 * width / math.tan(math.radians(self.config.fov) / 2.0)
-        c2w = look_at_camera_to_world(orbit_position(self.config.radius, self.config.elevation, self.config.azimuth))
-        cameras = Cameras(
-            camera_to_worlds=torch.from_numpy(c2w[None]).float(),
-            fx=focal,
-            fy=focal,
-            cx=width / 2.0,
-            cy=height / 2.0,
-            width=width,
-            height=height,
-            camera_type=CameraType.PERSPECTIVE,
-        )
-        s = self.config.scene_scale
-        return DataparserOutputs(
-            image_filenames=[path],
-            cameras=cameras,
-            alpha_color=None,
-            scene_box=SceneBox(aabb=torch.tensor([[-s, -s, -s], [s, s, s]], dtype=torch.float32)),
-            metadata={"elevation": self.config.elevation, "radius": self.config.radius, "fov": self.config.fov},
+        c2w = look_at(orbit_positions(self.config.radius, self.config.elevation, self.config.azimuth))
+        return object_outputs(
+            [path],
+            c2w[None],
+            width,
+            height,
+            focal,
+            self.config.scene_scale,
+            {"elevation": self.config.elevation, "radius": self.config.radius, "fov": self.config.fov},
         )

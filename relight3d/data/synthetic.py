@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from relight3d.data.single_image import look_at_camera_to_world, orbit_position
+from relight3d.geometry import look_at, orbit_positions
 
 SceneName = Literal["objects", "sphere"]
 SUN_DIRECTION = (0.4, -0.5, 0.77)
@@ -254,7 +254,7 @@ def camera_poses(n: int, radius: float, seed: int, elevation_range: Tuple[float,
     for _ in range(n):
         az = rng.uniform(0.0, 360.0)
         el = math.degrees(math.asin(rng.uniform(*np.sin(np.radians(elevation_range)))))
-        poses.append(look_at_camera_to_world(orbit_position(radius, el, az)))
+        poses.append(look_at(orbit_positions(radius, el, az).double()).numpy())
     return poses
 
 

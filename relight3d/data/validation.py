@@ -21,12 +21,12 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from relight3d.errors import DataError, one_line
+from relight3d.errors import DataError, one_line, reading
 
 IMAGE_FORMATS: Dict[str, str] = {
     ".png": "PNG",
@@ -50,7 +50,7 @@ def load_json(path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(path, f"malformed JSON ({err.__class__.__name__}: {err})") from None
+        raise DataError(path, f"malformed JSON ({err.__class__.__name__}: {err})") from err
     if not isinstance(data, dict):
         raise DataError(path, f"expected a JSON object, got {type(data).__name__}")
     return data
@@ -60,8 +60,8 @@ def check_pose(pose: Any, source: Path, what: str, rows: int = 4) -> np.ndarray:
     """A finite, invertible camera matrix (``rows`` x 4) or a DataError naming ``what`` in ``source``."""
     try:
         m = np.asarray(pose, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(source, f"{what}: pose is not a numeric matrix") from None
+    except (TypeError, ValueError) as err:
+        raise DataError(source, f"{what}: pose is not a numeric matrix") from err
     if m.shape not in ((rows, 4), (4, 4)):
         raise DataError(source, f"{what}: pose has shape {m.shape}, expected ({rows}, 4)")
     if not np.isfinite(m).all():
@@ -74,26 +74,30 @@ def check_pose(pose: Any, source: Path, what: str, rows: int = 4) -> np.ndarray:
 
 
 # --- files and paths ----------------------------------------------------------------------------------------------
-def check_regular_file(path: Union[str, Path], what: str = "image") -> None:
+def check_regular_file(path: Union[str, Path], what: str = "image", error: Type[DataError] = DataError) -> int:
     """Refuse a missing path, a folder, or anything but a regular file (FIFO, device, socket), without opening it.
 
-    ``what`` names the kind of file in the messages (``""``: just "file").
+    ``what`` names the kind of file in the messages (``""``: just "file"); ``error`` is the DataError subclass raised.
+
+    Returns:
+        The file's size in bytes (never 0: an empty file is refused).
     """
     noun = f"{what} file" if what else "file"
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(path, f"{noun} not found") from None
+    except FileNotFoundError as err:
+        raise error(path, f"{noun} not found") from err
     except OSError as err:
-        raise DataError(path, f"cannot read the {noun} ({err.strerror or one_line(err)})") from None
+        raise error(path, f"cannot read the {noun} ({err.strerror or one_line(err)})") from err
     article = "an" if noun[0] in "aeiou" else "a"
     if stat.S_ISDIR(st.st_mode):
-        raise DataError(path, f"is a folder, not {article} {noun}")
+        raise error(path, f"is a folder, not {article} {noun}")
     if not stat.S_ISREG(st.st_mode):
         problem = f"is not a regular file (a FIFO, device or socket); refusing to open it as {article} {noun}"
-        raise DataError(path, problem)
+        raise error(path, problem)
     if st.st_size == 0:
-        raise DataError(path, f"the {noun} is empty")
+        raise error(path, f"the {noun} is empty")
+    return st.st_size
 
 
 def resolve_inside(
@@ -179,22 +183,19 @@ def inspect_image(path: Union[str, Path]) -> ImageInfo:
     check_regular_file(path)
     suffix = path.suffix.lower()
     expected = IMAGE_FORMATS.get(suffix)
-    try:
-        with Image.open(path) as im:
-            if expected is not None and im.format != expected:
-                raise DataError(path, f"{im.format} data in a {suffix} file: convert it to {expected}, or rename it")
-            im.load()
-            mode, size, info = im.mode, im.size, dict(im.info)
-            fmt = str(im.format)
-    except DataError:
-        raise
-    except Image.DecompressionBombError:
-        raise DataError(path, "the image is too large (more pixels than PIL's decompression-bomb limit)") from None
-    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... for damaged files
-        name = type(err).__name__
-        if name == "UnidentifiedImageError":
-            raise DataError(path, "not an image file (unrecognised format)") from None
-        raise DataError(path, f"corrupt or truncated image ({name}: {one_line(err)})") from None
+    with reading(path, "an image (corrupt or truncated?)"):  # PIL raises OSError, SyntaxError, ValueError, ...
+        try:
+            with Image.open(path) as im:
+                if expected is not None and im.format != expected:
+                    problem = f"{im.format} data in a {suffix} file: convert it to {expected}, or rename it"
+                    raise DataError(path, problem)
+                im.load()
+                mode, size, info = im.mode, im.size, dict(im.info)
+                fmt = str(im.format)
+        except Image.DecompressionBombError as err:
+            raise DataError(path, "the image is too large (more pixels than PIL's decompression-bomb limit)") from err
+        except UnidentifiedImageError as err:
+            raise DataError(path, "not an image file (unrecognised format)") from err
     header = _png_header(path) if fmt == "PNG" else None
     bit_depth = header[0] if header is not None else (16 if mode in _MODES_16BIT else 8)
     if mode not in _MODES_8BIT + _MODES_16BIT and not (mode == "I" and bit_depth == 16):
@@ -297,8 +298,8 @@ def check_blender_split(data: Path, split: str, allow_outside: bool = False) -> 
         raise DataError(path, "missing 'camera_angle_x'")
     try:
         angle = float(meta["camera_angle_x"])
-    except (TypeError, ValueError):
-        raise DataError(path, f"'camera_angle_x' is not a number: {meta['camera_angle_x']!r}") from None
+    except (TypeError, ValueError) as err:
+        raise DataError(path, f"'camera_angle_x' is not a number: {meta['camera_angle_x']!r}") from err
     if not 0.0 < angle < np.pi:
         raise DataError(path, f"'camera_angle_x' = {angle} is outside (0, pi)")
     frames = frame_list(meta, path)

@@ -2,7 +2,7 @@
 
 This is what ``ns-render`` / ``ns-export`` do through nerfstudio's ``eval_setup``, made safe for scripted use: every
 foreseeable mistake (a missing or foreign config, no checkpoint, moved training data, a checkpoint of another
-method) raises a :class:`~relight3d.data.errors.DataError` whose message is one line, instead of an assertion, a
+method) raises a :class:`~relight3d.errors.DataError` whose message is one line, instead of an assertion, a
 ``sys.exit`` or a traceback. Configs are read without running code (:mod:`relight3d.engine.safe_config`) and
 checkpoints with ``weights_only``. Export, relighting and evaluation all load runs through
 :func:`load_trained_pipeline`.
@@ -122,7 +122,7 @@ def load_trained_pipeline(
     try:
         pipeline.load_pipeline(state["pipeline"], state["step"])
     except (RuntimeError, KeyError, ValueError, TypeError) as err:
-        raise DataError(ckpt, f"checkpoint does not match this config ({one_line(err)})") from None
+        raise DataError(ckpt, f"checkpoint does not match this config ({one_line(err)})") from err
     pipeline.to(device)
     pipeline.eval()
     return config, pipeline

@@ -11,6 +11,7 @@ import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from PIL import Image
 
+from relight3d.data.images import read_rgba
 from relight3d.eval.image_metrics import psnr, ssim
 
 
@@ -60,12 +61,6 @@ def build_pipeline(config: TrainerConfig, data: Path, device: str = "cpu"):  # n
     return config.pipeline.setup(device=device, test_mode="val")
 
 
-def load_rgba(path: Path) -> np.ndarray:
-    """An RGBA image as float32 in [0, 1] (RGB images get alpha 1)."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-
-
 @torch.no_grad()
 def evaluate_views(
     model: torch.nn.Module,
@@ -82,7 +77,7 @@ def evaluate_views(
     model.eval()
     full, masked, ssims, seconds = [], [], [], 0.0
     for i, path in enumerate(gt_paths):
-        rgba = torch.from_numpy(load_rgba(path))
+        rgba = torch.from_numpy(read_rgba(path)[0])
         gt = rgba[..., :3] * rgba[..., 3:] + background * (1.0 - rgba[..., 3:])
         mask = (rgba[..., 3:] > 0.5).float()
         t0 = time.perf_counter()

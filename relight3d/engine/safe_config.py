@@ -38,6 +38,7 @@ from typing import Any, Iterator, Optional, Union
 
 import yaml
 
+from relight3d.data.validation import check_regular_file
 from relight3d.errors import DataError, one_line
 
 CONFIG_PACKAGES = ("relight3d", "nerfstudio")
@@ -115,7 +116,7 @@ def resolve_class(name: str, node: yaml.Node) -> type:
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
-            raise RefusedTag(node, f"the class cannot be imported ({one_line(err)})") from None
+            raise RefusedTag(node, f"the class cannot be imported ({one_line(err)})") from err
     else:
         raise RefusedTag(
             node,
@@ -146,7 +147,7 @@ class RunConfigLoader(yaml.SafeLoader):
             try:
                 return getattr(importlib.import_module(module_name), attr)
             except (ImportError, AttributeError) as err:
-                raise RefusedTag(node, f"the function cannot be imported ({one_line(err)})") from None
+                raise RefusedTag(node, f"the function cannot be imported ({one_line(err)})") from err
         return resolve_class(suffix, node)
 
     def construct_config_object(self, suffix: str, node: yaml.Node) -> Iterator[Any]:
@@ -199,7 +200,7 @@ class RunConfigLoader(yaml.SafeLoader):
         try:
             return cls(args[0])
         except ValueError as err:
-            raise RefusedTag(node, one_line(err)) from None
+            raise RefusedTag(node, one_line(err)) from err
 
     def construct_python_tuple(self, node: yaml.Node) -> tuple:
         """``!!python/tuple [...]``."""
@@ -239,23 +240,19 @@ def load_run_config(path: Union[str, Path]) -> Any:
     """The object a ``config.yml`` describes, built by :class:`RunConfigLoader` (no code from the file runs).
 
     Raises:
-        DataError: (one line, naming the file) the file is missing, too large, not UTF-8, not YAML, or holds a tag
-            the loader refuses (the message names the tag and its line).
+        DataError: (one line, naming the file) the file is missing, empty, not a regular file, too large, not UTF-8,
+            not YAML, or holds a tag the loader refuses (the message names the tag and its line).
     """
     path = Path(path)
+    size = check_regular_file(path, "config")
+    if size > MAX_CONFIG_BYTES:
+        raise DataError(path, f"{size} bytes, too large for a run config (at most {MAX_CONFIG_BYTES})")
     try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise DataError(path, "not a regular file")
-        if size > MAX_CONFIG_BYTES:
-            raise DataError(path, f"{size} bytes, too large for a run config (at most {MAX_CONFIG_BYTES})")
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(path, "config file not found") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not a text file (not UTF-8)") from None
-    except OSError as err:
-        raise DataError(path, f"cannot read the config ({err.strerror or one_line(err)})") from None
+    except UnicodeDecodeError as err:
+        raise DataError(path, "not a text file (not UTF-8)") from err
+    except OSError as err:  # removed or made unreadable since the check
+        raise DataError(path, f"cannot read the config ({err.strerror or one_line(err)})") from err
     return load_run_config_text(text, path)
 
 
@@ -264,16 +261,16 @@ def load_run_config_text(text: str, path: Union[str, Path] = "<config>") -> Any:
     try:
         return yaml.load(text, Loader=RunConfigLoader)
     except RefusedTag as err:
-        raise DataError(path, str(err)) from None
+        raise DataError(path, str(err)) from err
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = err.problem or err.context or one_line(err)
-        raise DataError(path, f"not a readable nerfstudio config (invalid YAML{where}: {problem})") from None
+        raise DataError(path, f"not a readable nerfstudio config (invalid YAML{where}: {problem})") from err
     except yaml.YAMLError as err:
-        raise DataError(path, f"not a readable nerfstudio config (invalid YAML: {one_line(err)})") from None
-    except RecursionError:
-        raise DataError(path, "nested too deeply to be a run config") from None
+        raise DataError(path, f"not a readable nerfstudio config (invalid YAML: {one_line(err)})") from err
+    except RecursionError as err:
+        raise DataError(path, "nested too deeply to be a run config") from err
 
 
 __all__ = ["RunConfigLoader", "RefusedTag", "load_run_config", "load_run_config_text", "resolve_class"]

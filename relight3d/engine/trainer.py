@@ -35,7 +35,7 @@ import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from relight3d.errors import ConfigError, DataError, Relight3dError, one_line
+from relight3d.errors import ConfigError, DataError, Relight3dError, one_line, reading
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{9})\.ckpt$")
 TEMPORARY_PATTERN = re.compile(r"^\.(?P<folder>.+)\.step-\d{9}\.ckpt(?:\.(?P<pid>\d+))?\.tmp$")
@@ -135,10 +135,11 @@ def remove_stale_temporaries(checkpoint_dir: Path) -> List[Path]:
     return removed
 
 
-def _unreadable(path: Path) -> str:
+def _checkpoint_kind(path: Path) -> str:
+    """What the file looks like, for the message when torch cannot read it."""
     with open(path, "rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
-    return "truncated or damaged torch checkpoint" if zipped else "not a torch checkpoint (not a zip archive)"
+    return "a torch checkpoint (truncated or damaged)" if zipped else "a torch checkpoint (it is not a zip archive)"
 
 
 def load_checkpoint_file(path: Path) -> Dict[str, Any]:
@@ -156,20 +157,18 @@ def load_checkpoint_file(path: Path) -> Dict[str, Any]:
         raise DataError(path, "checkpoint not found")
     if path.stat().st_size == 0:
         raise DataError(path, "empty checkpoint file (an interrupted save?)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        text = str(err)
-        if "Weights only load failed" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
+    # Arbitrary bytes make torch's readers fail in many ways (EOFError, RuntimeError from the zip reader, IndexError /
+    # KeyError / UnicodeDecodeError from the unpickler...): ``reading`` turns each into one line naming the file.
+    with reading(path, _checkpoint_kind(path)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            if "Weights only load failed" not in str(err):
+                raise  # a damaged file: reading() reports it
+            found = re.search(r"GLOBAL ([\w.]+)", str(err))
             what = f" ({found.group(1)})" if found else ""
-            raise DataError(
-                path, f"refused: the checkpoint holds pickled Python objects{what}, not only weights; nothing in it ran"
-            ) from None
-        raise DataError(path, f"{_unreadable(path)} ({one_line(err)})") from None
-    except Exception as err:  # noqa: BLE001 - arbitrary bytes make torch's readers fail in many ways (EOFError,
-        # RuntimeError from the zip reader, IndexError / KeyError / UnicodeDecodeError from the unpickler...)
-        raise DataError(path, f"{_unreadable(path)} ({err.__class__.__name__}: {one_line(err)})") from None
+            problem = f"refused: the checkpoint holds pickled Python objects{what}, not only weights; nothing in it ran"
+            raise DataError(path, problem) from err
     if not isinstance(state, dict) or not isinstance(state.get("pipeline"), dict):
         raise DataError(path, "not a nerfstudio checkpoint (no 'pipeline' weights)")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["pipeline"].items()):
@@ -218,7 +217,7 @@ def ensure_writable(folder: Path, what: str) -> None:
         reason = err.strerror or one_line(err)
         if err.filename is not None and Path(err.filename) != folder:
             reason += f": {err.filename}"
-        raise DataError(folder, f"{what} is not writable ({reason})") from None
+        raise DataError(folder, f"{what} is not writable ({reason})") from err
 
 
 COUNT_OPTIONS = {
@@ -391,6 +390,6 @@ class Relight3DTrainer(Trainer):
                 self.optimizers.load_schedulers(state["schedulers"])
             self.grad_scaler.load_state_dict(state["scalers"])
         except (RuntimeError, KeyError, ValueError, TypeError) as err:
-            raise DataError(path, f"checkpoint does not match this method ({one_line(err)})") from None
+            raise DataError(path, f"checkpoint does not match this method ({one_line(err)})") from err
         self._start_step = state["step"] + 1
         CONSOLE.print(f"Resumed from {path} (step {state['step']})")

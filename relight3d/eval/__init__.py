@@ -1,37 +1,23 @@
-"""Evaluation: image metrics and comparison reports.
+"""Evaluation: image metrics, scoring folders of renders against ground truth, and comparison reports.
 
-The library API is importable from here without loading torch until first use::
+Layer: ``fields / lighting / data / eval / export`` (imports only :mod:`relight3d.data`, ``errors`` and ``cli_types``
+besides itself). Inside the package the modules build on each other in this order, with no way back:
 
-    from relight3d.eval import evaluate_folders, compare, write_report
+* :mod:`.image_metrics` (PSNR, SSIM, channel alignment), :mod:`.lpips` (LPIPS v0.1 with weights found on disk),
+  :mod:`.metrics` (the twelve numbers of one image, ``score_image``);
+* :mod:`.records` (``EvalRecord`` / ``EvaluationResult``, their means and JSON form);
+* :mod:`.folders` (PNG folders by view name, RGBA loading and compositing), :mod:`.manifest` (``EvalRun`` and the
+  runs a JSON/YAML manifest names);
+* :mod:`.evaluate` (``evaluate_folders``, ``compare``, ``evaluate_manifest``: compute, write nothing);
+* :mod:`.tables` (summaries; terminal, Markdown and CSV tables), :mod:`.report_html` (the self-contained HTML page),
+  :mod:`.report` (``write_report``: every report file);
+* :mod:`.cli` (``relight3d eval``; an app-layer module).
 
-* ``evaluate_folders(pred_dir, gt_dir, method=..., object_name=..., light=...)`` -> ``EvaluationResult`` (a list of
-  ``EvalRecord`` {object, light, method, view, metrics}; ``result.mean()`` for the means);
-* ``compare(gt_dir, {name: dir}, baseline_dir=..., output=...)`` and ``evaluate_manifest(path, output=...)``;
-* ``write_report(result_or_records, out_dir)`` -> CSV, Markdown, JSON and a self-contained HTML report.
+Example::
+
+    from relight3d.eval.evaluate import compare
+    from relight3d.eval.report import write_report
+
+    result = compare("gt/city", {"ours": "runs/ours/city"}, baseline_dir="gt/light000")
+    write_report(result, "reports/city")
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_LAZY = {
-    "BASELINE_METHOD": "relight3d.eval.evaluate",
-    "EvalRecord": "relight3d.eval.evaluate",
-    "EvaluationResult": "relight3d.eval.evaluate",
-    "compare": "relight3d.eval.evaluate",
-    "evaluate_folders": "relight3d.eval.evaluate",
-    "evaluate_manifest": "relight3d.eval.evaluate",
-    "ImageFolder": "relight3d.eval.folders",
-    "METRICS": "relight3d.eval.metrics",
-    "score_image": "relight3d.eval.metrics",
-    "write_report": "relight3d.eval.report",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'relight3d.eval' has no attribute {name!r}")

@@ -1,4 +1,7 @@
-"""Image folders for evaluation: listing PNGs by view name, matching two folders, loading and compositing RGBA."""
+"""Image folders for evaluation: listing PNGs by view name, matching two folders, loading and compositing RGBA.
+
+Images are read by :func:`relight3d.data.images.read_rgba` (checked decoding, straight alpha).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from relight3d.data.images import read_rgba
 from relight3d.errors import DataError
 
 PathLike = Union[str, Path]
@@ -45,7 +49,7 @@ class ImageFolder:
         try:
             regex = re.compile(self.pattern) if self.pattern is not None else None
         except re.error as err:
-            raise DataError(self.path, f"pattern {self.pattern!r} is not a valid regular expression ({err})") from None
+            raise DataError(self.path, f"pattern {self.pattern!r} is not a valid regular expression ({err})") from err
         found: Dict[str, Path] = {}
         for p in sorted(self.path.iterdir()):
             if p.is_dir():
@@ -90,31 +94,26 @@ def _first(names: List[str], n: int = 3) -> str:
     return f"({shown}{', ...' if len(names) > n else ''})"
 
 
-def read_rgba_and_alpha(path: PathLike) -> Tuple[np.ndarray, bool]:
-    """An image as float32 RGBA in [0, 1], ``[h, w, 4]`` (alpha 1 where it has none), and whether it has alpha.
-
-    The file is checked by :func:`relight3d.data.validation.inspect_image`: a regular file, fully decoded, of the
-    format its suffix names; 16-bit PNGs keep all 16 bits.
+def parse_background(value: Union[str, float]) -> float:
+    """``"white"`` -> 1, ``"black"`` -> 0, or a number in [0, 1].
 
     Raises:
-        DataError: one line naming the file.
+        ValueError: anything else.
+
+    Example:
+        >>> parse_background("black"), parse_background("0.5")
+        (0.0, 0.5)
     """
-    from relight3d.data.validation import inspect_image, read_image_float32
-
-    info = inspect_image(Path(path))
-    image = read_image_float32(Path(path), info)
-    if image.shape[2] == 3:
-        image = np.concatenate([image, np.ones_like(image[..., :1])], axis=2)
-    return image, info.has_alpha
-
-
-def read_rgba(path: PathLike) -> np.ndarray:
-    """An image as float32 RGBA in [0, 1], ``[h, w, 4]`` (images without alpha get alpha 1).
-
-    Raises:
-        DataError: the file is missing, not a regular file, not a complete image, or of an unsupported mode.
-    """
-    return read_rgba_and_alpha(path)[0]
+    named = {"white": 1.0, "black": 0.0}
+    if isinstance(value, str) and value.strip().lower() in named:
+        return named[value.strip().lower()]
+    try:
+        level = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"background must be white, black or a number in [0, 1], not {value!r}") from err
+    if not 0.0 <= level <= 1.0:
+        raise ValueError(f"background must be in [0, 1], not {level}")
+    return level
 
 
 def composite(rgba: np.ndarray, background: float) -> Float[Tensor, "h w 3"]:
@@ -145,10 +144,10 @@ def load_pair(
     Raises:
         DataError: an image cannot be read, the ground truth has no alpha while ``use_mask``, or the sizes differ.
     """
-    gt_rgba, gt_has_alpha = read_rgba_and_alpha(gt_path)
+    gt_rgba, gt_has_alpha = read_rgba(gt_path)
     if use_mask and not gt_has_alpha:
         raise DataError(gt_path, NO_ALPHA_PROBLEM)
-    pred_rgba = read_rgba(pred_path)
+    pred_rgba, _ = read_rgba(pred_path)
     if pred_rgba.shape != gt_rgba.shape:
         ph, pw = pred_rgba.shape[:2]
         gh, gw = gt_rgba.shape[:2]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from relight3d.data.errors import DataError
+from relight3d.errors import WeightsError, one_line, reading
 
 WEIGHTS_ENV = "RELIGHT3D_LPIPS_WEIGHTS"
 NOT_AVAILABLE = "n/a (no LPIPS weights)"
@@ -174,8 +174,8 @@ class LPIPS(nn.Module):
         try:
             self.features.load_state_dict(features, strict=True)
         except RuntimeError as err:
-            problem = str(err).splitlines()[0]
-            raise DataError(source, f"not a torchvision {self.spec.torchvision_name} checkpoint ({problem})") from None
+            problem = f"not a torchvision {self.spec.torchvision_name} checkpoint ({one_line(err)})"
+            raise WeightsError(source, problem) from err
 
     def load_heads(self, state: Dict[str, Tensor], source: Path) -> None:
         """Load the linear heads from the lpips package's format (``lin<k>.model.1.weight``, or ``lin<k>.weight``)."""
@@ -187,7 +187,7 @@ class LPIPS(nn.Module):
         expected = [(1, c, 1, 1) for c in self.spec.channels]
         shapes = [tuple(weights[k].shape) if k in weights else None for k in range(len(expected))]
         if shapes != expected:
-            raise DataError(source, f"not LPIPS-{self.net} linear heads (weights {shapes}, expected {expected})")
+            raise WeightsError(source, f"not LPIPS-{self.net} linear heads (weights {shapes}, expected {expected})")
         for k, head in enumerate(self.heads):
             head.weight.copy_(weights[k].float())
 
@@ -237,7 +237,7 @@ def load_lpips(net: str = "alex", device: str = "cpu", weights: Optional[LPIPSWe
 
     Raises:
         LPIPSWeightsNotFound: when the weights are not on this machine (never falls back to random weights).
-        DataError: when a weight file has the wrong content.
+        WeightsError: when a weight file cannot be read or has the wrong content.
     """
     weights = weights if weights is not None else find_lpips_weights(net)
     model = LPIPS(weights.net)
@@ -247,10 +247,8 @@ def load_lpips(net: str = "alex", device: str = "cpu", weights: Optional[LPIPSWe
 
 
 def _load_state_dict(path: Path) -> Dict[str, Tensor]:
-    try:
+    with reading(path, "a state dict (torch.load, weights only)", WeightsError):
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated files, objects refused by weights_only
-        raise DataError(path, f"cannot read as a state dict ({type(err).__name__})") from None
     if not isinstance(state, dict):
-        raise DataError(path, f"holds a {type(state).__name__}, not a state dict")
+        raise WeightsError(path, f"holds a {type(state).__name__}, not a state dict")
     return state

@@ -1,13 +1,15 @@
 """Camera paths for videos: orbits and spirals around the object, and nerfstudio's camera-path JSON.
 
 Cameras are nerfstudio :class:`~nerfstudio.cameras.cameras.Cameras` in the model's world frame, with the OpenGL
-camera convention (x right, y up, looking down -z) that nerfstudio uses. World up defaults to +Z (Blender scenes and
-nerfstudio's oriented datasets). Paths written by :func:`write_camera_path_json` are read by ``ns-render
-camera-path`` unchanged, and :func:`load_camera_path_json` reads the files that nerfstudio's viewer saves.
+camera convention (x right, y up, looking down -z) that nerfstudio uses; poses come from
+:func:`relight3d.geometry.look_at` and :func:`relight3d.export.orbits.orbit_directions`. World up defaults to +Z
+(Blender scenes and nerfstudio's oriented datasets). Paths written by :func:`write_camera_path_json` are read by
+``ns-render camera-path`` unchanged, and :func:`load_camera_path_json` reads the files that nerfstudio's viewer saves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -20,8 +22,10 @@ from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
-from relight3d.data.errors import DataError
 from relight3d.data.validation import load_json
+from relight3d.errors import DataError
+from relight3d.export.orbits import orbit_directions
+from relight3d.geometry import look_at
 
 PATH_KINDS: Tuple[str, ...] = ("orbit", "spiral")
 """Names of the generated paths (anything else given as a path is read as a camera-path JSON file)."""
@@ -47,30 +51,6 @@ class ViewSettings:
     """World up direction."""
 
 
-def look_at(
-    positions: Float[Tensor, "n 3"], target: Float[Tensor, "3"], up: Float[Tensor, "3"]
-) -> Float[Tensor, "n 3 4"]:
-    """Camera-to-world matrices (OpenGL camera) at ``positions`` looking at ``target`` with ``up`` as world up."""
-    forward = torch.nn.functional.normalize(target[None] - positions, dim=-1)
-    up_b = up[None].expand_as(forward)
-    # Looking straight along up: any perpendicular axis works; pick one that is not parallel.
-    parallel = torch.cross(forward, up_b, dim=-1).norm(dim=-1) < 1e-6
-    alt = torch.tensor([0.0, 1.0, 0.0]) if abs(float(up[1])) < 0.9 else torch.tensor([1.0, 0.0, 0.0])
-    up_b = torch.where(parallel[:, None], alt[None].to(up_b), up_b)
-    right = torch.nn.functional.normalize(torch.cross(forward, up_b, dim=-1), dim=-1)
-    true_up = torch.cross(right, forward, dim=-1)
-    return torch.stack([right, true_up, -forward, positions], dim=-1)
-
-
-def _orthonormal_frame(up: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Two horizontal axes and the unit up; with up = +Z the axes are (-Y, +X): azimuth 0 is Blender's front view."""
-    up = torch.nn.functional.normalize(up, dim=0)
-    ref = torch.tensor([0.0, -1.0, 0.0]) if abs(float(up[1])) < 0.9 else torch.tensor([0.0, 0.0, 1.0])
-    a = torch.nn.functional.normalize(ref - (ref @ up) * up, dim=0)
-    b = torch.cross(up, a, dim=0)
-    return a, b, up
-
-
 def cameras_from_poses(
     camera_to_worlds: Float[Tensor, "n 3 4"], width: int, height: int, vertical_fov: float
 ) -> Cameras:
@@ -92,12 +72,9 @@ def cameras_from_poses(
 def _path_on_sphere(n_frames: int, azimuths: Tensor, elevations: Tensor, radii: Tensor, view: ViewSettings) -> Cameras:
     if n_frames < 1:
         raise ValueError(f"a camera path needs at least one frame, got {n_frames}")
-    a, b, up = _orthonormal_frame(torch.tensor(view.up, dtype=torch.float32))
     target = torch.tensor(view.target, dtype=torch.float32)
-    az, el = torch.deg2rad(azimuths), torch.deg2rad(elevations)
-    offsets = (torch.cos(el) * torch.cos(az))[:, None] * a + (torch.cos(el) * torch.sin(az))[:, None] * b
-    offsets = offsets + torch.sin(el)[:, None] * up
-    poses = look_at(target + radii[:, None] * offsets, target, up)
+    positions = target + radii[:, None] * orbit_directions(azimuths, elevations, view.up)
+    poses = look_at(positions, target, view.up)
     return cameras_from_poses(poses, view.width, view.height, view.vertical_fov)
 
 
@@ -215,7 +192,7 @@ def load_camera_path_json(path: Union[str, Path]) -> Tuple[Cameras, Optional[flo
     try:
         cameras = get_path_from_json(data)
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
-        raise DataError(src, f"invalid camera path ({err.__class__.__name__}: {err})") from None
+        raise DataError(src, f"invalid camera path ({err.__class__.__name__}: {err})") from err
     cameras.width = torch.full_like(cameras.width, int(data["render_width"]))
     cameras.height = torch.full_like(cameras.height, int(data["render_height"]))
     for name in ("fx", "fy", "cx", "cy", "camera_to_worlds"):  # nerfstudio builds float64 intrinsics from JSON
@@ -272,5 +249,5 @@ def camera_path_for(
     train_cameras = getattr(getattr(getattr(pipeline, "datamanager", None), "train_dataset", None), "cameras", None)
     view = default_view(train_cameras, width, height)
     changes = {"radius": radius, "elevation": elevation, "vertical_fov": vertical_fov}
-    view = ViewSettings(**{**view.__dict__, **{k: v for k, v in changes.items() if v is not None}})
+    view = dataclasses.replace(view, **{k: v for k, v in changes.items() if v is not None})
     return make_camera_path(path, n_frames, view, (width, height))

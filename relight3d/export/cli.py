@@ -1,23 +1,28 @@
 """``relight3d export mesh`` and ``relight3d export video``: thin wrappers over :mod:`relight3d.export`.
 
 Imports stay cheap at module level (``relight3d`` imports every subcommand module on start); torch, nerfstudio,
-trimesh and friends are imported inside the command functions.
+trimesh and friends are imported inside the command functions. Options named like the fields of
+:class:`~relight3d.export.mesh.MeshExportConfig` / :class:`~relight3d.export.video.VideoExportConfig` fill them
+(:func:`~relight3d.cli_types.config_from_args`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any, Tuple, Union
 
 from relight3d.cli_types import (
+    add_command,
+    add_device_argument,
+    config_from_args,
     finite_float,
     float_in_open_range,
     int_in_range,
     non_negative_int,
     positive_float,
     positive_int,
+    resolve_device,
     unit_interval_float,
 )
 
@@ -28,12 +33,9 @@ def _threshold(text: str) -> Union[float, str]:
     if text in ("auto", "masks", "opacity"):
         return text
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, masks, opacity or a positive number, got '{text}'") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"the density threshold must be a positive number, got {text}")
-    return value
+        return positive_float(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"expected auto, masks, opacity or a positive number, got {text}") from err
 
 
 def _outputs(text: str) -> Tuple[str, ...]:
@@ -46,36 +48,17 @@ def _outputs(text: str) -> Tuple[str, ...]:
     return names
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _load(args: argparse.Namespace) -> Tuple[Any, Any]:
     from relight3d.engine.loading import load_trained_pipeline
 
-    return load_trained_pipeline(args.load_config, device=_device(args.device), data=args.data)
+    return load_trained_pipeline(args.load_config, device=resolve_device(args.device), data=args.data)
 
 
 def _export_mesh(args: argparse.Namespace) -> int:
     from relight3d.export.mesh import MeshExportConfig, check_mesh_output, write_mesh
 
     output = check_mesh_output(args.output, textured=bool(args.texture_size))  # fail fast, before loading
-    config = MeshExportConfig(
-        resolution=args.resolution,
-        threshold=args.threshold,
-        chunk_size=args.chunk_size,
-        keep_components=args.keep_components,
-        min_component_fraction=args.min_component_fraction,
-        target_faces=args.target_faces,
-        vertex_colors=not args.no_vertex_colors,
-        texture_size=args.texture_size,
-        texture_backend=args.texture_backend,
-        progress=not args.no_progress,
-    )
+    config = config_from_args(MeshExportConfig, args)
     _, pipeline = _load(args)
     exporter = config.setup()
     mesh = exporter.extract(pipeline.model, source=args.load_config, silhouettes=exporter.silhouettes_for(pipeline))
@@ -102,7 +85,7 @@ def _export_video(args: argparse.Namespace) -> int:
     fps = args.fps or file_fps or 24.0
     if args.save_camera_path:
         write_camera_path_json(cameras, args.save_camera_path, fps)
-    config = VideoExportConfig(outputs=args.outputs, fps=fps, progress=not args.no_progress)
+    config = config_from_args(VideoExportConfig, args, fps=fps)
     summary = config.setup().render(pipeline.model, cameras, args.output)
     print(f"wrote {summary.path}: {summary.n_frames} frames of {summary.width}x{summary.height} at {summary.fps:g} fps")
     return 0
@@ -111,19 +94,19 @@ def _export_video(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load-config", required=True, type=Path, help="config.yml of a trained relight3d run")
     parser.add_argument("--output", required=True, type=Path, help="file to write (format from the extension)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
+    add_device_argument(parser, "device to load the field on")
     parser.add_argument("--data", type=Path, default=None, help="the training data folder, if it has moved")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def register(subparsers: Any) -> None:
     """Add ``export`` with ``mesh`` and ``video`` to the ``relight3d`` command."""
-    export = subparsers.add_parser("export", help="export a trained field as a mesh or a video")
+    export = add_command(subparsers, "export", help="export a trained field as a mesh or a video")
     sub = export.add_subparsers(dest="export_command", required=True)
 
-    mesh = sub.add_parser("mesh", help="marching-cubes mesh (.ply, .obj, .glb) with vertex colours or a texture")
+    mesh = add_command(sub, "mesh", help="marching-cubes mesh (.ply, .obj, .glb) with vertex colours or a texture")
     _common(mesh)
-    mesh.add_argument("--resolution", type=int_in_range(2, 4096), default=256,
+    mesh.add_argument("--resolution", type=int_in_range(8, 4096), default=256,
                       help="grid samples along the longest side")  # fmt: skip
     mesh.add_argument("--threshold", type=_threshold, default="auto",
                       help="density iso-level, or a rule: masks (match the training masks' silhouettes), opacity "
@@ -132,7 +115,7 @@ def register(subparsers: Any) -> None:
     mesh.add_argument("--min-component-fraction", type=unit_interval_float, default=0.0,
                       help="drop kept components smaller than this fraction of the largest")  # fmt: skip
     mesh.add_argument("--target-faces", type=positive_int, default=None, help="decimate to about this many faces")
-    mesh.add_argument("--no-vertex-colors", action="store_true", help="geometry only")
+    mesh.add_argument("--no-vertex-colors", dest="vertex_colors", action="store_false", help="geometry only")
     mesh.add_argument("--texture-size", type=int_in_range(8, 16384), default=None,
                       help="bake a UV texture of this size (.obj/.glb; needs xatlas)")  # fmt: skip
     mesh.add_argument("--texture-backend", choices=["auto", "nvdiffrast", "torch"], default="auto",
@@ -140,11 +123,13 @@ def register(subparsers: Any) -> None:
     mesh.add_argument("--chunk-size", type=positive_int, default=1 << 18, help="points per density query")
     mesh.set_defaults(func=_export_mesh)
 
-    video = sub.add_parser("video", help="render a camera path to .mp4 or .gif")
+    video = add_command(sub, "video", help="render a camera path to .mp4 or .gif")
     _common(video)
     video.add_argument("--path", default="orbit", help="orbit, spiral, or a nerfstudio camera_path.json")
-    video.add_argument("--outputs", type=_outputs, default=("rgb",),
-                       help="comma-separated, side by side: rgb, depth, normals, accumulation")  # fmt: skip
+    video.add_argument(
+        "--outputs", type=_outputs, default=("rgb",),
+        help="comma-separated, side by side: rgb, depth, normals, accumulation (default: rgb)",
+    )  # fmt: skip
     video.add_argument("--frames", type=positive_int, default=120, help="frames of an orbit or spiral")
     video.add_argument("--fps", type=positive_float, default=None, help="frames per second (default: file's or 24)")
     video.add_argument("--width", type=int_in_range(1, 16384), default=None,

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence, Union
 
-from relight3d.data.errors import DataError
+from relight3d.errors import DataError
 
 
 def check_output_path(path: Union[str, Path], suffixes: Sequence[str], what: str) -> Path:
@@ -35,13 +35,13 @@ def check_output_path(path: Union[str, Path], suffixes: Sequence[str], what: str
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(out, f"cannot create the output folder ({err.strerror or err.__class__.__name__})") from None
+        raise DataError(out, f"cannot create the output folder ({err.strerror or err.__class__.__name__})") from err
     # A real write probe: os.access says yes to root even on read-only file systems.
     try:
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".relight3d-write-test-"):
             pass
     except OSError as err:
-        raise DataError(out, f"output folder is not writable ({err.strerror or err.__class__.__name__})") from None
+        raise DataError(out, f"output folder is not writable ({err.strerror or err.__class__.__name__})") from err
     if out.exists() and not os.access(out, os.W_OK):
         raise DataError(out, "output file exists and is not writable")
     return out

@@ -1,5 +1,7 @@
 """A small software renderer for looking at exported meshes without a GPU or a display (torch, z-buffered).
 
+The camera is placed with :func:`relight3d.export.orbits.orbit_directions` and :func:`relight3d.geometry.look_at`.
+
 Example:
     >>> import trimesh
     >>> image = render_mesh_preview(trimesh.creation.icosphere(), width=64, height=64)
@@ -15,19 +17,9 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from relight3d.export.orbits import orbit_directions
 from relight3d.export.texture import triangle_fragments
-
-
-def _look_at_world_to_camera(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    forward = target - eye
-    forward = forward / np.linalg.norm(forward)
-    if abs(float(forward @ up)) > 0.999:
-        up = np.array([0.0, 1.0, 0.0]) if abs(up[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    true_up = np.cross(right, forward)
-    rot = np.stack([right, -true_up, forward])  # OpenCV camera: x right, y down, z forward
-    return np.concatenate([rot, -rot @ eye[:, None]], axis=1)
+from relight3d.geometry import look_at, opengl_to_opencv, world_to_camera
 
 
 @torch.no_grad()
@@ -62,15 +54,11 @@ def render_mesh_preview(
     up_v /= np.linalg.norm(up_v)
     lo, hi = vertices.min(0), vertices.max(0)
     center, radius = (lo + hi) / 2, max(float(np.linalg.norm(hi - lo)) / 2, 1e-9)
-    ref = np.array([0.0, -1.0, 0.0]) if abs(up_v[1]) < 0.9 else np.array([0.0, 0.0, 1.0])
-    a = ref - (ref @ up_v) * up_v
-    a /= np.linalg.norm(a)
-    b = np.cross(up_v, a)
-    az, el = math.radians(azimuth), math.radians(elevation)
-    direction = math.cos(el) * (math.cos(az) * a + math.sin(az) * b) + math.sin(el) * up_v
+    direction = orbit_directions(azimuth, elevation, up_v).double().numpy()
     half_fov = math.radians(min(vertical_fov, vertical_fov * width / height)) / 2
     eye = center + direction * radius / math.sin(half_fov) * 1.05
-    w2c = _look_at_world_to_camera(eye, center, up_v)
+    c2w = look_at(torch.from_numpy(eye), torch.from_numpy(center), torch.from_numpy(up_v))
+    w2c = world_to_camera(opengl_to_opencv(c2w)).numpy()  # OpenCV camera: x right, y down, looking down +z
     cam = vertices @ w2c[:, :3].T + w2c[:, 3]
     focal = height / (2.0 * math.tan(math.radians(vertical_fov) / 2))
     z = np.maximum(cam[:, 2], 1e-6)

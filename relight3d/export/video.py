@@ -34,7 +34,7 @@ from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor, nn
 
-from relight3d.data.errors import DataError
+from relight3d.errors import ConfigError, DataError
 from relight3d.export.output_paths import check_output_path
 
 RENDER_OUTPUTS: Tuple[str, ...] = ("rgb", "depth", "normals", "accumulation")
@@ -219,11 +219,11 @@ class VideoRenderer:
     def __init__(self, config: VideoExportConfig) -> None:
         for name in config.outputs:
             if name not in RENDER_OUTPUTS:
-                raise ValueError(f"unknown render output '{name}'; choose from {', '.join(RENDER_OUTPUTS)}")
+                raise ConfigError("outputs", f"unknown render output '{name}'; choose from {', '.join(RENDER_OUTPUTS)}")
         if not config.outputs:
-            raise ValueError("no render output chosen")
+            raise ConfigError("outputs", "no render output chosen")
         if not config.fps > 0:
-            raise ValueError(f"fps must be positive, got {config.fps}")
+            raise ConfigError("fps", f"must be positive, got {config.fps}")
         self.config = config
 
     def frames(

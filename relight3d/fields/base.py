@@ -3,13 +3,18 @@
 Fields work on flat batches of world-space points (the packed samples of :mod:`relight3d.ops`), which is what the
 occupancy-grid renderer needs. They also implement nerfstudio's ``Field`` interface (``get_density`` /
 ``get_outputs`` on ``RaySamples``), so nerfstudio tools that expect a ``Field`` can use them.
+
+Shared here, so that each field holds only its own encoding: the box and the zero density outside it, normals
+(autograd or central differences of the density), the optional density blob (score distillation's initial
+object), freezing geometry, the spherical-harmonics direction encoding and the MLP builder.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.field_components.field_heads import FieldHeadNames
@@ -57,15 +62,33 @@ def mlp(in_dim: int, hidden: int, n_hidden_layers: int, out_dim: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+NormalsMethod = Literal["autograd", "finite_difference"]
+"""How normals are taken from the density: its autograd gradient, or central finite differences."""
+
+
+def density_blob(positions: Float[Tensor, "n 3"], peak: float, radius: float) -> Float[Tensor, " n"]:
+    """``peak * exp(-|x|^2 / (2 radius^2))``: the blob added to a field's pre-activation density."""
+    return peak * torch.exp(-positions.square().sum(-1) / (2.0 * radius**2))
+
+
 class RelightableField(Field):
-    """Base class: subclasses implement ``density``, ``appearance_features``, ``color`` and the parameter split."""
+    """Base class: subclasses implement ``density``, ``appearance_features``, ``color`` and the parameter split.
+
+    Args:
+        aabb: the field's box ``[xmin, ymin, zmin, xmax, ymax, zmax]``; density is zero outside it.
+    """
 
     aabb: Tensor
     appearance_dim: int
 
-    def __init__(self) -> None:
+    def __init__(self, aabb: Float[Tensor, "6"]) -> None:
         super().__init__()
+        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
         self._geometry_frozen = False
+        self.blob_density = 0.0
+        """Peak of a Gaussian blob at the origin added to the pre-activation density (0: no blob)."""
+        self.blob_radius = 0.2
+        """Standard deviation of the blob, in world units."""
 
     # --- the interface the renderer uses -----------------------------------------------------------------
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
@@ -97,13 +120,46 @@ class RelightableField(Field):
         """World positions to ``[-1, 1]^3`` over the field's box."""
         return (positions - self.aabb[:3]) / (self.aabb[3:] - self.aabb[:3]) * 2.0 - 1.0
 
-    def normals(self, positions: Float[Tensor, "n 3"], create_graph: bool = False) -> Float[Tensor, "n 3"]:
-        """Unit normals ``-grad(sigma) / |grad(sigma)|`` from the density gradient (autograd)."""
-        with torch.enable_grad():
-            pos = positions.detach().requires_grad_(True)
-            sigma = self.density(pos)
-            (grad,) = torch.autograd.grad(sigma.sum(), pos, create_graph=create_graph)
-        return -torch.nn.functional.normalize(grad, dim=-1, eps=1e-8)
+    def with_blob(self, raw: Float[Tensor, " n"], positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
+        """A pre-activation density plus the density blob (unchanged when ``blob_density`` is 0)."""
+        if self.blob_density == 0.0:
+            return raw
+        return raw + density_blob(positions, self.blob_density, self.blob_radius)
+
+    @staticmethod
+    def zero_outside(sigma: Float[Tensor, " n"], normalized: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
+        """Density with zeros where the normalised positions fall outside ``[-1, 1]^3``."""
+        inside = (normalized.abs() <= 1.0).all(dim=-1)
+        return torch.where(inside, sigma, torch.zeros_like(sigma))
+
+    def normals(
+        self,
+        positions: Float[Tensor, "n 3"],
+        create_graph: bool = False,
+        method: NormalsMethod = "autograd",
+        epsilon: float = 1e-2,
+    ) -> Float[Tensor, "n 3"]:
+        """Unit outward normals ``-grad(sigma) / |grad(sigma)|`` (zero where the gradient vanishes).
+
+        Args:
+            positions: world positions.
+            create_graph: keep the autograd gradient differentiable (training through normals).
+            method: 'autograd' (exact gradient) or 'finite_difference' (central differences, step ``epsilon``:
+                smoother on hash grids; differentiable whenever gradients are enabled).
+            epsilon: finite-difference step, in world units.
+        """
+        if method == "autograd":
+            with torch.enable_grad():
+                pos = positions.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.density(pos).sum(), pos, create_graph=create_graph)
+        elif method == "finite_difference":
+            offsets = torch.eye(3, device=positions.device) * epsilon
+            shifted = torch.cat([positions[None] + offsets[:, None], positions[None] - offsets[:, None]])  # [6, n, 3]
+            sigma = self.density(shifted.reshape(-1, 3)).reshape(2, 3, -1)
+            grad = (sigma[0] - sigma[1]).t() / (2.0 * epsilon)
+        else:
+            raise ValueError(f"normals: unknown method {method!r} (autograd, finite_difference)")
+        return torch.nan_to_num(-F.normalize(grad, dim=-1, eps=1e-8))
 
     @property
     def geometry_frozen(self) -> bool:

@@ -6,7 +6,8 @@ optional second hash grid (``appearance_grid``) so that appearance can be refit 
 
 from __future__ import annotations
 
-from typing import Dict, List, Literal, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Literal, Optional, Tuple
 
 import torch
 from jaxtyping import Float
@@ -21,85 +22,93 @@ def trunc_exp(x: Tensor) -> Tensor:
     return torch.exp(x.clamp(-15.0, 15.0))
 
 
-class NGPField(RelightableField):
-    """Instant-NGP field over an axis-aligned box.
+@dataclass
+class NGPFieldSettings:
+    """The settings of an :class:`NGPField`, sized so that the pure-torch hash grid trains usefully on a CPU.
 
-    Args:
-        aabb: ``[xmin, ymin, zmin, xmax, ymax, zmax]``.
-        n_levels, features_per_level, log2_table_size, base_resolution, max_resolution: hash grid.
-        geo_feature_dim: features passed from the density MLP to the colour MLP.
-        hidden: width of both MLPs.
-        sh_degree: degree of the view-direction encoding.
-        appearance_grid: add a second hash grid that only the colour MLP reads.
-        implementation: hash grid implementation ('auto', 'tcnn', 'torch').
+    relight3d-ngp's model config extends them, so they are also its ``--pipeline.model.*`` options.
     """
 
-    def __init__(
-        self,
-        aabb: Float[Tensor, "6"],
-        n_levels: int = 16,
-        features_per_level: int = 2,
-        log2_table_size: int = 19,
-        base_resolution: int = 16,
-        max_resolution: int = 1024,
-        geo_feature_dim: int = 15,
-        hidden: int = 64,
-        sh_degree: int = 4,
-        appearance_grid: bool = False,
-        implementation: Literal["auto", "tcnn", "torch"] = "auto",
-    ) -> None:
-        super().__init__()
-        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
-        grid_args = dict(
-            n_levels=n_levels,
-            features_per_level=features_per_level,
-            log2_table_size=log2_table_size,
-            base_resolution=base_resolution,
-            max_resolution=max_resolution,
-            implementation=implementation,
-        )
-        self.encoding = HashEncoding(**grid_args)
-        self.density_mlp = mlp(self.encoding.output_dim, hidden, 1, 1 + geo_feature_dim)
-        self.appearance_encoding = HashEncoding(**grid_args) if appearance_grid else None
-        app_in = geo_feature_dim + (self.appearance_encoding.output_dim if appearance_grid else 0)
-        self.appearance_dim = app_in
-        self.sh_degree = sh_degree
-        self.color_mlp = mlp(app_in + sh_degree**2, hidden, 2, 3)
+    n_levels: int = 12
+    """Hash-grid levels."""
+    features_per_level: int = 2
+    """Features per level."""
+    log2_table_size: int = 17
+    """log2 of the hash-table size per level (coarse levels whose dense grid fits in the table are indexed densely,
+    the others hashed)."""
+    base_resolution: int = 16
+    """Coarsest grid resolution."""
+    max_resolution: int = 512
+    """Finest grid resolution; the levels' resolutions grow geometrically from ``base_resolution`` to it (the
+    per-level scale)."""
+    hidden: int = 64
+    """Width of the density and colour MLPs."""
+    geo_feature_dim: int = 15
+    """Geometry features passed from the density MLP to the colour MLP (they stay fixed while geometry is
+    frozen, unless ``appearance_grid`` adds features of its own)."""
+    sh_degree: int = 4
+    """Spherical-harmonics degree of the view direction (``sh_degree**2`` coefficients; 1 makes the colour
+    view-independent)."""
+    appearance_grid: bool = False
+    """Give appearance its own hash grid (lets appearance be refit richly with geometry frozen)."""
+    implementation: Literal["auto", "tcnn", "torch"] = "auto"
+    """Hash grid implementation: tinycudann on CUDA when available ('auto'), or pure torch."""
+
+
+class NGPField(RelightableField):
+    """Instant-NGP field over the box ``aabb`` (``[xmin, ymin, zmin, xmax, ymax, zmax]``)."""
+
+    def __init__(self, aabb: Float[Tensor, "6"], settings: Optional[NGPFieldSettings] = None) -> None:
+        super().__init__(aabb)
+        s = NGPFieldSettings() if settings is None else settings
+
+        def hash_grid() -> HashEncoding:
+            return HashEncoding(
+                s.n_levels, s.features_per_level, s.log2_table_size, s.base_resolution, s.max_resolution,
+                s.implementation,
+            )  # fmt: skip
+
+        self.encoding = hash_grid()
+        self.density_mlp = mlp(self.encoding.output_dim, s.hidden, 1, 1 + s.geo_feature_dim)
+        self.appearance_encoding = hash_grid() if s.appearance_grid else None
+        self.appearance_dim = s.geo_feature_dim + (self.encoding.output_dim if s.appearance_grid else 0)
+        self.sh_degree = s.sh_degree
+        self.color_mlp = mlp(self.appearance_dim + s.sh_degree**2, s.hidden, 2, 3)
         self.level_mask: Tensor | None = None
         """Optional per-level weights (coarse-to-fine training); None uses every level."""
 
+    def _unit(self, positions: Tensor) -> Tensor:
+        """World positions to ``[0, 1]^3`` (the hash grid's domain)."""
+        return (self.normalize_positions(positions) + 1.0) * 0.5
+
     def _encode(self, positions: Tensor) -> Tensor:
-        x = (self.normalize_positions(positions) + 1.0) * 0.5
-        h = self.encoding(x)
+        h = self.encoding(self._unit(positions))
         if self.level_mask is not None:
             h = h * self.level_mask.repeat_interleave(self.encoding.features_per_level)
         return self.density_mlp(h)
 
+    def _density(self, positions: Tensor, h: Tensor) -> Tensor:
+        """Density from the density MLP's output ``h``: ``exp(h_0 + blob - 1)``, zero outside the box."""
+        sigma = trunc_exp(self.with_blob(h[:, 0], positions) - 1.0)
+        return self.zero_outside(sigma, self.normalize_positions(positions))
+
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
-        inside = (self.normalize_positions(positions).abs() <= 1.0).all(dim=-1)
-        sigma = trunc_exp(self._encode(positions)[:, 0] - 1.0)
-        return torch.where(inside, sigma, torch.zeros_like(sigma))
+        return self._density(positions, self._encode(positions))
 
     def density_and_features(self, positions: Float[Tensor, "n 3"]) -> Tuple[Float[Tensor, " n"], Tensor]:
         """One hash-grid encoding serves both (the density MLP's extra outputs are the geometry features)."""
         h = self._encode(positions)
-        inside = (self.normalize_positions(positions).abs() <= 1.0).all(dim=-1)
-        sigma = torch.where(inside, trunc_exp(h[:, 0] - 1.0), torch.zeros_like(h[:, 0]))
-        return sigma, self._with_appearance_grid(positions, h[:, 1:])
+        return self._density(positions, h), self._with_appearance_grid(positions, h[:, 1:])
 
     def appearance_features(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n f"]:
-        if self.geometry_frozen:
-            with torch.no_grad():
-                geo = self._encode(positions)[:, 1:]
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.geometry_frozen):
             geo = self._encode(positions)[:, 1:]
         return self._with_appearance_grid(positions, geo)
 
     def _with_appearance_grid(self, positions: Tensor, geo: Tensor) -> Tensor:
         if self.appearance_encoding is None:
             return geo
-        x = (self.normalize_positions(positions) + 1.0) * 0.5
-        return torch.cat([geo, self.appearance_encoding(x)], dim=-1)
+        return torch.cat([geo, self.appearance_encoding(self._unit(positions))], dim=-1)
 
     def color(self, features: Float[Tensor, "n f"], directions: Float[Tensor, "n 3"]) -> Float[Tensor, "n 3"]:
         d = spherical_harmonics_basis(directions, self.sh_degree)
@@ -108,8 +117,12 @@ class NGPField(RelightableField):
     def geometry_parameters(self) -> List[nn.Parameter]:
         return list(self.encoding.parameters()) + list(self.density_mlp.parameters())
 
+    def _appearance_grid_parameters(self) -> List[nn.Parameter]:
+        return [] if self.appearance_encoding is None else list(self.appearance_encoding.parameters())
+
     def appearance_parameter_groups(self) -> Dict[str, List[nn.Parameter]]:
-        params = list(self.color_mlp.parameters())
-        if self.appearance_encoding is not None:
-            params += list(self.appearance_encoding.parameters())
-        return {"appearance": params}
+        return {"appearance": list(self.color_mlp.parameters()) + self._appearance_grid_parameters()}
+
+    def grid_parameters(self) -> List[nn.Parameter]:
+        """The hash-grid tables (trained with a larger learning rate than the MLPs)."""
+        return list(self.encoding.parameters()) + self._appearance_grid_parameters()

@@ -7,6 +7,7 @@ rank-one terms. Appearance uses its own planes and lines, whose products are map
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
@@ -15,59 +16,67 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from relight3d.fields.base import RelightableField, mlp, spherical_harmonics_basis
-from relight3d.ops.vm_sampling import sample_vm_features
+from relight3d.ops import sample_vm_features
 
 # Plane axes and the matching line axis for each of the three VM pairs.
 _PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 _LINE_AXES = (2, 1, 0)
 
 
-class TensoRFField(RelightableField):
-    """TensoRF-VM field over an axis-aligned box.
+@dataclass
+class TensoRFFieldSettings:
+    """The settings of a :class:`TensoRFField`.
 
-    Args:
-        aabb: ``[xmin, ymin, zmin, xmax, ymax, zmax]``.
-        resolution: grid resolution per axis.
-        n_density_components: rank of the density VM decomposition (per plane).
-        n_appearance_components: rank of the appearance VM decomposition (per plane).
-        appearance_dim: size of the appearance feature (output of the basis).
-        decoder_hidden: width of the colour MLP.
-        decoder_layers: hidden layers of the colour MLP.
-        sh_degree: spherical-harmonics degree of the view-direction encoding (0 = view-independent colour).
-        density_shift: added before the softplus, so that an untrained field is nearly empty.
-        density_scale: multiplies the softplus output (TensoRF's distance scale).
-        init_scale: standard deviation of the initial plane and line values.
+    relight3d-tensorf's model config extends them, so they are also its ``--pipeline.model.*`` options.
     """
 
-    def __init__(
-        self,
-        aabb: Float[Tensor, "6"],
-        resolution: int = 128,
-        n_density_components: int = 16,
-        n_appearance_components: int = 48,
-        appearance_dim: int = 27,
-        decoder_hidden: int = 64,
-        decoder_layers: int = 2,
-        sh_degree: int = 3,
-        density_shift: float = -10.0,
-        density_scale: float = 25.0,
-        init_scale: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
-        self.resolution = resolution
-        self.appearance_dim = appearance_dim
-        self.density_shift = density_shift
-        self.density_scale = density_scale
-        self.sh_degree = sh_degree
-        r, cd, ca = resolution, n_density_components, n_appearance_components
-        self.density_planes = nn.Parameter(init_scale * torch.randn(3, cd, r, r))
-        self.density_lines = nn.Parameter(init_scale * torch.randn(3, cd, r, 1))
-        self.appearance_planes = nn.Parameter(init_scale * torch.randn(3, ca, r, r))
-        self.appearance_lines = nn.Parameter(init_scale * torch.randn(3, ca, r, 1))
-        self.basis = nn.Linear(3 * ca, appearance_dim, bias=False)
-        dir_dim = sh_degree**2 if sh_degree > 0 else 0
-        self.decoder = mlp(appearance_dim + dir_dim, decoder_hidden, decoder_layers, 3)
+    init_resolution: int = 64
+    """Grid resolution per axis at the start of training (the model's upsampling raises it; loading a checkpoint
+    adopts the checkpoint's)."""
+    n_density_components: int = 16
+    """Rank of the density VM decomposition (per plane)."""
+    n_appearance_components: int = 48
+    """Rank of the appearance VM decomposition (per plane)."""
+    appearance_dim: int = 27
+    """Size of the appearance feature produced by the basis (a linear map of the ``3 * n_appearance_components``
+    plane-line products)."""
+    decoder_hidden: int = 64
+    """Width of the colour decoder."""
+    decoder_layers: int = 2
+    """Hidden layers of the colour decoder."""
+    sh_degree: int = 3
+    """Spherical-harmonics degree of the view-direction input (``sh_degree**2`` coefficients; 0 = view-independent
+    colour)."""
+    density_shift: float = -10.0
+    """Shift before the density softplus, so that training starts from nearly empty space."""
+    density_scale: float = 25.0
+    """Factor on the softplus output (TensoRF's distance scale)."""
+    init_scale: float = 0.1
+    """Standard deviation of the initial plane and line values."""
+
+
+class TensoRFField(RelightableField):
+    """TensoRF-VM field over the box ``aabb`` (``[xmin, ymin, zmin, xmax, ymax, zmax]``).
+
+    Its grids start at ``settings.init_resolution`` per axis; :meth:`resample` changes ``resolution``.
+    """
+
+    def __init__(self, aabb: Float[Tensor, "6"], settings: Optional[TensoRFFieldSettings] = None) -> None:
+        super().__init__(aabb)
+        s = TensoRFFieldSettings() if settings is None else settings
+        self.resolution = s.init_resolution
+        self.appearance_dim = s.appearance_dim
+        self.density_shift = s.density_shift
+        self.density_scale = s.density_scale
+        self.sh_degree = s.sh_degree
+        r, cd, ca = s.init_resolution, s.n_density_components, s.n_appearance_components
+        self.density_planes = nn.Parameter(s.init_scale * torch.randn(3, cd, r, r))
+        self.density_lines = nn.Parameter(s.init_scale * torch.randn(3, cd, r, 1))
+        self.appearance_planes = nn.Parameter(s.init_scale * torch.randn(3, ca, r, r))
+        self.appearance_lines = nn.Parameter(s.init_scale * torch.randn(3, ca, r, 1))
+        self.basis = nn.Linear(3 * ca, s.appearance_dim, bias=False)
+        dir_dim = s.sh_degree**2 if s.sh_degree > 0 else 0
+        self.decoder = mlp(s.appearance_dim + dir_dim, s.decoder_hidden, s.decoder_layers, 3)
 
     # --- VM evaluation -------------------------------------------------------------------------------------
     @staticmethod
@@ -81,11 +90,10 @@ class TensoRFField(RelightableField):
         return sample_vm_features(planes, lines, xyz)
 
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
+        """``density_scale * softplus(sum of the VM products + blob + density_shift)``, zero outside the box."""
         xyz = self.normalize_positions(positions)
-        feats = self._vm(self.density_planes, self.density_lines, xyz).sum(-1)
-        sigma = F.softplus(feats + self.density_shift) * self.density_scale
-        inside = (xyz.abs() <= 1.0).all(dim=-1)
-        return torch.where(inside, sigma, torch.zeros_like(sigma))
+        feats = self.with_blob(self._vm(self.density_planes, self.density_lines, xyz).sum(-1), positions)
+        return self.zero_outside(F.softplus(feats + self.density_shift) * self.density_scale, xyz)
 
     def appearance_features(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n f"]:
         xyz = self.normalize_positions(positions)

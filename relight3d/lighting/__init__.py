@@ -1,7 +1,20 @@
 """Environment lighting: .hdr/.exr I/O, the equirectangular convention, rotation, encodings, SH and a shader.
 
-Everything is torch (float32 linear radiance, CPU or CUDA) and differentiable where it makes sense. The world is
-Z up and maps follow Blender's world Environment Texture convention (see :mod:`relight3d.lighting.equirect`).
+Layer: ``fields`` / ``lighting`` / ``data`` / ``eval`` / ``export`` (above ``ops``, ``geometry`` and ``errors``; the
+models, priors and pipelines use it). Everything is torch (float32 linear radiance, CPU or CUDA) and differentiable
+where it makes sense. The world is Z up and maps follow Blender's world Environment Texture convention.
+
+Modules:
+
+* :mod:`~relight3d.lighting.envmap_io`: read and write .exr / .hdr maps, with one-line errors for bad files.
+* :mod:`~relight3d.lighting.equirect`: directions, solid angles, sampling, resizing and rotations of maps.
+* :mod:`~relight3d.lighting.encodings`: sRGB and the LDR / HDR encodings the diffusion priors take.
+* :mod:`~relight3d.lighting.spherical_harmonics`: order-2 SH projection, evaluation and irradiance.
+* :mod:`~relight3d.lighting.shading`: prefiltered maps and the diffuse + GGX shader.
+* :mod:`~relight3d.lighting.visibility`: cast shadows through a density volume.
+* :mod:`~relight3d.lighting.estimate`: the source light estimated from a field.
+* :mod:`~relight3d.lighting.summary`: summaries and previews of a map; :mod:`~relight3d.lighting.cli`:
+  ``relight3d envmap``.
 
 Names are resolved lazily (PEP 562), so ``import relight3d.lighting.cli`` (done by every ``relight3d`` command) does
 not import torch, OpenCV or OpenEXR.
@@ -14,92 +27,26 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Dict
+from typing import Any, Dict, Tuple
 
-_EXPORTS: Dict[str, str] = {
-    # I/O
-    "EnvMapError": "envmap_io",
-    "read_envmap": "envmap_io",
-    "write_envmap": "envmap_io",
-    # convention, sampling, rotation
-    "envmap_directions": "equirect",
-    "envmap_solid_angles": "equirect",
-    "directions_to_uv": "equirect",
-    "uv_to_directions": "equirect",
-    "sample_envmap": "equirect",
-    "resize_envmap": "equirect",
-    "rotate_envmap": "equirect",
-    "rotate_envmap_to_camera": "equirect",
-    "rotate_envmap_about_up": "equirect",
-    "rotation_about_up": "equirect",
-    "camera_frame_rotation": "equirect",
-    "dominant_light_direction": "equirect",
-    # encodings
-    "ldr_encoding": "encodings",
-    "hdr_encoding": "encodings",
-    "linear_to_srgb": "encodings",
-    "srgb_to_linear": "encodings",
-    # spherical harmonics
-    "sh_basis": "spherical_harmonics",
-    "project_sh": "spherical_harmonics",
-    "eval_sh": "spherical_harmonics",
-    "sh_irradiance": "spherical_harmonics",
-    # shading
-    "PrefilteredEnvmap": "shading",
-    "shade": "shading",
-    "diffuse_shading": "shading",
-    "env_brdf_approx": "shading",
-    "prefilter_ggx": "shading",
-    "irradiance_map": "shading",
-    # visibility (cast shadows)
-    "sample_density_volume": "visibility",
-    "transmittance_towards": "visibility",
-    "shadow_factor": "visibility",
-    "occluded_fraction": "visibility",
-    "visibility_directions": "visibility",
-    # summaries
-    "summarize_envmap": "summary",
-    "preview_envmap": "summary",
-}
-
-__all__ = [
-    "EnvMapError",
-    "PrefilteredEnvmap",
-    "camera_frame_rotation",
-    "diffuse_shading",
-    "directions_to_uv",
-    "dominant_light_direction",
-    "env_brdf_approx",
-    "envmap_directions",
-    "envmap_solid_angles",
-    "eval_sh",
-    "hdr_encoding",
-    "ldr_encoding",
-    "linear_to_srgb",
-    "prefilter_ggx",
-    "irradiance_map",
-    "preview_envmap",
-    "project_sh",
-    "read_envmap",
-    "resize_envmap",
-    "rotate_envmap",
-    "rotate_envmap_about_up",
-    "rotate_envmap_to_camera",
-    "rotation_about_up",
-    "sample_density_volume",
-    "sample_envmap",
-    "shadow_factor",
-    "occluded_fraction",
-    "sh_basis",
-    "sh_irradiance",
-    "shade",
-    "srgb_to_linear",
-    "summarize_envmap",
-    "transmittance_towards",
-    "uv_to_directions",
-    "visibility_directions",
-    "write_envmap",
-]
+_MODULES: Dict[str, Tuple[str, ...]] = {
+    "envmap_io": ("EnvMapError", "read_envmap", "write_envmap"),
+    "equirect": (
+        "envmap_directions", "envmap_solid_angles", "directions_to_uv", "uv_to_directions", "sample_envmap",
+        "resize_envmap", "rotate_envmap", "rotate_envmap_to_camera", "rotate_envmap_about_up", "rotation_about_up",
+        "camera_frame_rotation", "dominant_light_direction",
+    ),
+    "encodings": ("ldr_encoding", "hdr_encoding", "linear_to_srgb", "srgb_to_linear"),
+    "spherical_harmonics": ("sh_basis", "project_sh", "eval_sh", "sh_irradiance"),
+    "shading": ("PrefilteredEnvmap", "shade", "diffuse_shading", "env_brdf_approx", "prefilter_ggx", "irradiance_map"),
+    "visibility": (
+        "sample_density_volume", "transmittance_towards", "shadow_factor", "occluded_fraction", "visibility_directions",
+    ),
+    "summary": ("summarize_envmap", "preview_envmap"),
+}  # fmt: skip
+"""The public names, by the module that defines them."""
+_EXPORTS: Dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
@@ -113,39 +60,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list:
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-if TYPE_CHECKING:  # static analysers and IDEs see the real names
-    from relight3d.lighting.encodings import hdr_encoding, ldr_encoding, linear_to_srgb, srgb_to_linear
-    from relight3d.lighting.envmap_io import EnvMapError, read_envmap, write_envmap
-    from relight3d.lighting.equirect import (
-        camera_frame_rotation,
-        directions_to_uv,
-        dominant_light_direction,
-        envmap_directions,
-        envmap_solid_angles,
-        resize_envmap,
-        rotate_envmap,
-        rotate_envmap_about_up,
-        rotate_envmap_to_camera,
-        rotation_about_up,
-        sample_envmap,
-        uv_to_directions,
-    )
-    from relight3d.lighting.shading import (
-        PrefilteredEnvmap,
-        diffuse_shading,
-        env_brdf_approx,
-        irradiance_map,
-        prefilter_ggx,
-        shade,
-    )
-    from relight3d.lighting.spherical_harmonics import eval_sh, project_sh, sh_basis, sh_irradiance
-    from relight3d.lighting.summary import preview_envmap, summarize_envmap
-    from relight3d.lighting.visibility import (
-        occluded_fraction,
-        sample_density_volume,
-        shadow_factor,
-        transmittance_towards,
-        visibility_directions,
-    )

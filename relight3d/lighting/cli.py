@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Callable
 
-from relight3d.cli_types import finite_float
+from relight3d.cli_types import add_command, finite_float
 
 PREVIEW_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -50,7 +51,7 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from relight3d.data.errors import DataError
+    from relight3d.errors import DataError
 
     output = Path(args.output)
     if output.suffix.lower() not in PREVIEW_SUFFIXES:
@@ -68,33 +69,27 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPOSURE_HELP = "exposure in stops (radiance x 2^stops before clipping); default: automatic (99th percentile -> white)"
+
+
+def _map_command(
+    commands: argparse._SubParsersAction, name: str, text: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """A subcommand that reads one map (the positional ``file``) and runs ``func``."""
+    parser = add_command(commands, name, help=text)
+    parser.add_argument("file", help=".exr or .hdr equirectangular map")
+    parser.set_defaults(func=func)
+    return parser
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``envmap`` with its ``info``, ``rotate`` and ``preview`` subcommands."""
-    envmap = subparsers.add_parser("envmap", help="inspect, rotate or preview an environment map (.hdr / .exr)")
+    envmap = add_command(subparsers, "envmap", help="inspect, rotate or preview an environment map (.hdr / .exr)")
     commands = envmap.add_subparsers(dest="envmap_command", required=True)
-
-    info = commands.add_parser("info", help="size, radiance range and mean, dominant light direction")
-    info.add_argument("file", help=".exr or .hdr equirectangular map")
-    info.set_defaults(func=_info)
-
-    rotate = commands.add_parser("rotate", help="turn the map about the up axis (+Z) and write it")
-    rotate.add_argument("file", help=".exr or .hdr equirectangular map")
-    rotate.add_argument(
-        "--degrees",
-        type=finite_float,
-        required=True,
-        help="angle, counter-clockwise seen from above (lights move by it)",
-    )
+    _map_command(commands, "info", "size, radiance range and mean, dominant light direction", _info)
+    rotate = _map_command(commands, "rotate", "turn the map about the up axis (+Z) and write it", _rotate)
+    rotate.add_argument("--degrees", type=finite_float, required=True, help="angle, counter-clockwise seen from above")
     rotate.add_argument("--output", required=True, help="output .exr or .hdr")
-    rotate.set_defaults(func=_rotate)
-
-    preview = commands.add_parser("preview", help="write a tonemapped LDR (sRGB) preview image")
-    preview.add_argument("file", help=".exr or .hdr equirectangular map")
+    preview = _map_command(commands, "preview", "write a tonemapped LDR (sRGB) preview image", _preview)
     preview.add_argument("--output", required=True, help="output .png or .jpg")
-    preview.add_argument(
-        "--exposure",
-        type=finite_float,
-        default=None,
-        help="exposure in stops (radiance x 2^stops before clipping); default: automatic (99th percentile -> white)",
-    )
-    preview.set_defaults(func=_preview)
+    preview.add_argument("--exposure", type=finite_float, default=None, help=EXPOSURE_HELP)

@@ -25,8 +25,6 @@ Poly Haven's maps) leaves small negative values; they are clamped to 0.
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Iterator, Union
@@ -36,7 +34,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.errors import ConfigError, DataError
+from relight3d.data.validation import check_regular_file
+from relight3d.errors import ConfigError, DataError, one_line, reading
 
 ENVMAP_SUFFIXES = (".exr", ".hdr")
 LDR_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tga", ".ppm")
@@ -64,32 +63,14 @@ def _ldr_problem(kind: str) -> str:
     return f"{kind} is a low-dynamic-range (8-bit) image; an environment map must be HDR radiance (.exr or .hdr)"
 
 
-def _check_regular_file(path: Path) -> None:
-    """Refuse a missing path, a folder, or anything but a regular file (FIFO, device, socket) before opening it."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise EnvMapError(path, "file not found") from None
-    except OSError as err:
-        raise EnvMapError(path, f"cannot be read ({err.strerror or err})") from None
-    if stat.S_ISDIR(mode):
-        raise EnvMapError(path, "is a directory, not an environment map")
-    if not stat.S_ISREG(mode):
-        raise EnvMapError(path, "is not a regular file (a FIFO, device or socket); an environment map must be a file")
-
-
 def _check_magic(path: Path) -> str:
     """The format ('exr' or 'hdr') from the file's first bytes; raises EnvMapError for anything else."""
-    _check_regular_file(path)
+    check_regular_file(path, "", error=EnvMapError)
     try:
         with open(path, "rb") as f:
             head = f.read(16)
-    except FileNotFoundError:
-        raise EnvMapError(path, "file not found") from None
-    except IsADirectoryError:
-        raise EnvMapError(path, "is a directory, not an environment map") from None
-    except OSError as err:
-        raise EnvMapError(path, f"cannot be read ({err.strerror or err})") from None
+    except OSError as err:  # removed or made unreadable since the check
+        raise EnvMapError(path, f"cannot be read ({err.strerror or one_line(err)})") from err
     if head.startswith(_EXR_MAGIC):
         return "exr"
     if any(head.startswith(magic) for magic in _RADIANCE_MAGICS):
@@ -97,8 +78,6 @@ def _check_magic(path: Path) -> str:
     for magic, kind in _LDR_MAGICS.items():
         if head.startswith(magic):
             raise EnvMapError(path, _ldr_problem(f"{kind} data"))
-    if not head:
-        raise EnvMapError(path, "is empty")
     raise EnvMapError(path, "is neither an OpenEXR nor a Radiance .hdr file (unrecognised header)")
 
 
@@ -151,15 +130,9 @@ def _pick_rgb_channels(path: Path, channels: dict) -> np.ndarray:
 def _read_exr(path: Path) -> np.ndarray:
     import OpenEXR
 
-    try:
+    with reading(path, "an OpenEXR image (corrupt or truncated?)", error=EnvMapError):
         with OpenEXR.File(str(path), separate_channels=True) as exr:
-            channels = exr.channels()
-            rgb = _pick_rgb_channels(path, channels)
-    except EnvMapError:
-        raise
-    except Exception as err:  # OpenEXR raises RuntimeError/ValueError/... for damaged files
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise EnvMapError(path, f"corrupt or unreadable OpenEXR file ({message})") from None
+            rgb = _pick_rgb_channels(path, exr.channels())
     if rgb.dtype.kind in "iu":
         raise EnvMapError(path, f"has integer ({rgb.dtype}) channels, not radiance")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -177,7 +150,7 @@ def read_hdr_image(path: Union[str, Path]) -> Float[Tensor, "h w 3"]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in LDR_SUFFIXES:
-        _check_regular_file(path)
+        check_regular_file(path, "", error=EnvMapError)
         raise EnvMapError(path, _ldr_problem(suffix))
     kind = _check_magic(path)
     rgb = _read_exr(path) if kind == "exr" else _read_hdr(path)
@@ -284,8 +257,8 @@ def write_envmap(path: Union[str, Path], envmap: Union[Float[Tensor, "h w 3"], n
         header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
         try:
             OpenEXR.File(header, {"RGB": data}).write(str(path))
-        except Exception as err:
-            raise EnvMapError(path, f"OpenEXR could not write the file ({err})") from None
+        except RuntimeError as err:  # what the bindings raise when the file cannot be opened or written
+            raise EnvMapError(path, f"OpenEXR could not write the file ({one_line(err)})") from err
     else:
         import cv2
 

@@ -39,6 +39,9 @@ LUMINANCE_WEIGHTS = (0.2126, 0.7152, 0.0722)
 # forward -> (0, 0, -1), up -> (0, 1, 0).
 _MAP_AXES_IN_CAMERA = ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, -1.0, 0.0))
 
+Device = Optional[Union[str, torch.device]]
+"""A torch device or its name (None: the default device)."""
+
 
 def uv_to_directions(uv: Float[Tensor, "*bs 2"]) -> Float[Tensor, "*bs 3"]:
     """Unit world directions of equirectangular coordinates ``(u, v)`` (v = 0 at the top row).
@@ -76,10 +79,7 @@ def directions_to_uv(directions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 2
 
 
 def envmap_directions(
-    height: int,
-    width: int,
-    device: Optional[Union[str, torch.device]] = None,
-    dtype: torch.dtype = torch.float32,
+    height: int, width: int, device: Device = None, dtype: torch.dtype = torch.float32
 ) -> Float[Tensor, "h w 3"]:
     """Unit world directions at the pixel centres of an ``height x width`` equirectangular map.
 
@@ -94,10 +94,7 @@ def envmap_directions(
 
 
 def envmap_solid_angles(
-    height: int,
-    width: int,
-    device: Optional[Union[str, torch.device]] = None,
-    dtype: torch.dtype = torch.float32,
+    height: int, width: int, device: Device = None, dtype: torch.dtype = torch.float32
 ) -> Float[Tensor, "h w"]:
     """Exact solid angle (steradians) of every pixel of an equirectangular map; they sum to 4 pi.
 

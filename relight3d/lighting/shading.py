@@ -163,14 +163,9 @@ class PrefilteredEnvmap:
 
     @classmethod
     def from_envmap(
-        cls,
-        envmap: Float[Tensor, "h w 3"],
-        n_levels: int = 6,
-        base_height: int = 64,
-        min_height: int = 8,
-        sh_order: int = 2,
-        irradiance_height: Optional[int] = None,
-    ) -> PrefilteredEnvmap:
+        cls, envmap: Float[Tensor, "h w 3"], n_levels: int = 6, base_height: int = 64, min_height: int = 8,
+        sh_order: int = 2, irradiance_height: Optional[int] = None,
+    ) -> PrefilteredEnvmap:  # fmt: skip
         """Prefilter ``envmap`` (linear radiance, world Z up) into ``n_levels`` roughness levels.
 
         Args:

@@ -1,7 +1,14 @@
-"""The radiance-field model shared by relight3d's methods: occupancy-grid ray marching over a relightable field.
+"""The one renderer of relight3d's radiance fields: occupancy-grid ray marching, compositing and G-buffers.
 
 A model here is a pure radiance field: it renders, computes its reconstruction losses and regularisers, and keeps
 its occupancy grid up to date. Priors and relighting loops live in pipelines.
+
+Rendering has two steps, each written once. :meth:`OccupancyFieldModel.march` marches rays through the occupancy
+grid and returns the visible samples (:class:`PackedSamples`: positions, weights, appearance features, and the
+field's colour and normals evaluated on first use). :meth:`OccupancyFieldModel.render_rays` composites them into
+per-ray rgb, accumulation, depth and any G-buffer of :data:`GBUFFERS` asked for by name. A model that shades
+(score distillation's Lambertian modes) passes a per-sample shader, a post-step on the samples' G-buffers (albedo,
+normals) that replaces their colour before compositing: it never marches or composites on its own.
 """
 
 from __future__ import annotations
@@ -19,14 +26,10 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from torch import Tensor, nn
 
 from relight3d.eval.image_metrics import psnr, ssim
-from relight3d.fields.base import RelightableField
-from relight3d.ops import (
-    OccupancyGrid,
-    accumulate_along_rays,
-    march_rays_train,
-    ray_aabb_intersect,
-    render_weights,
-)
+from relight3d.fields.base import NormalsMethod, RelightableField
+from relight3d.geometry import opengl_to_opencv, world_to_camera
+from relight3d.models.samples import GBUFFERS, PackedSamples, Shader
+from relight3d.ops import OccupancyGrid, march_rays_train, ray_aabb_intersect, render_weights
 
 
 def world_to_pixel_matrices(cameras: Cameras) -> Float[Tensor, "v 3 4"]:
@@ -34,11 +37,8 @@ def world_to_pixel_matrices(cameras: Cameras) -> Float[Tensor, "v 3 4"]:
 
     nerfstudio cameras use the OpenGL convention (x right, y up, looking down -z); pixel ``v`` grows downwards.
     """
-    c2w = cameras.camera_to_worlds.float()
-    rot, trans = c2w[:, :3, :3], c2w[:, :3, 3:]
-    w2c = torch.cat([rot.transpose(1, 2), -rot.transpose(1, 2) @ trans], dim=2)
-    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # OpenGL camera -> OpenCV camera
-    return cameras.get_intrinsics_matrices().float() @ flip @ w2c
+    w2c = world_to_camera(opengl_to_opencv(cameras.camera_to_worlds.float()))
+    return cameras.get_intrinsics_matrices().float() @ w2c
 
 
 @dataclass
@@ -84,6 +84,11 @@ class OccupancyFieldModelConfig(ModelConfig):
     """Freeze density so that only appearance is trained (appearance refits, e.g. relighting)."""
     output_normals: bool = False
     """Also render normals from the density gradient (costs a backward pass per sample)."""
+    normals_method: NormalsMethod = "autograd"
+    """Normals from the density's autograd gradient, or from its central finite differences (smoother on hash
+    grids)."""
+    normals_epsilon: float = 1e-2
+    """Finite-difference step for the normals, in world units."""
     output_appearance_features: bool = False
     """Also render the per-ray appearance features."""
     eval_num_rays_per_chunk: int = 8192
@@ -175,61 +180,82 @@ class OccupancyFieldModel(Model):
         ]
 
     # --- rendering ---------------------------------------------------------------------------------------------
+    def sample_normals(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n 3"]:
+        """Unit outward normals at positions by the configured method (differentiable while training geometry)."""
+        create_graph = torch.is_grad_enabled() and not self.field.geometry_frozen
+        c = self.config
+        return self.field.normals(positions, create_graph, c.normals_method, c.normals_epsilon)
+
+    def march(
+        self, origins: Float[Tensor, "n 3"], directions: Float[Tensor, "n 3"], jitter: bool = False
+    ) -> PackedSamples:
+        """March rays (unit directions) through the occupancy grid and keep the samples that are visible.
+
+        A first pass without gradients takes the density of every marched sample; samples behind the point where
+        transmittance ran out, or whose weight is below :attr:`sample_weight_threshold`, are dropped (nerfacc's
+        early stop). The second pass evaluates density and appearance features of the kept samples, with gradients
+        when they are enabled, and their weights are computed again from those samples alone, so that a render is
+        the same with gradients on or off.
+        """
+        n, field_, cfg = origins.shape[0], self.field, self.config
+        t_near, t_far = ray_aabb_intersect(origins, directions, field_.aabb, cfg.near_plane)
+        dt = self.render_step_size
+        noise = torch.rand(n, device=origins.device) if jitter else None
+        ray_ids, t0, t1 = march_rays_train(
+            origins, directions, t_near, t_far, self.occupancy.bitfield, self.occupancy.aabb,
+            self.occupancy.n_cascades, self.occupancy.res, dt, dt * 8, cfg.dt_gamma, cfg.max_steps, noise,
+        )  # fmt: skip
+        mids = (t0 + t1) * 0.5
+        positions = origins[ray_ids] + directions[ray_ids] * mids[:, None]
+        with torch.no_grad():
+            weights, _ = render_weights(field_.density(positions), t0, t1, ray_ids, n, cfg.transmittance_threshold)
+            keep = weights > self.sample_weight_threshold
+        ray_ids, t0, t1, mids, positions = ray_ids[keep], t0[keep], t1[keep], mids[keep], positions[keep]
+        sigmas, features = field_.density_and_features(positions)
+        weights, _ = render_weights(sigmas, t0, t1, ray_ids, n, cfg.transmittance_threshold)
+        return PackedSamples(
+            field_, ray_ids, mids, positions, directions[ray_ids], weights, features, n, keep.shape[0],
+            self.sample_normals,
+        )  # fmt: skip
+
     def render_rays(
         self,
         origins: Float[Tensor, "n 3"],
         directions: Float[Tensor, "n 3"],
         extra_outputs: Sequence[str] = (),
         jitter: bool = False,
+        background: Optional[Float[Tensor, "*b 3"]] = None,
+        shader: Optional[Shader] = None,
     ) -> Dict[str, Tensor]:
-        """Render rays; ``extra_outputs`` may hold 'normals' and 'appearance_features'.
+        """Render rays: march, shade (optionally), composite.
 
-        Returns per-ray 'rgb', 'accumulation', 'depth' (and the extras). Normals are the weighted sum of unit
-        density-gradient normals, normalised.
+        Args:
+            origins, directions: rays (unit directions).
+            extra_outputs: names of :data:`GBUFFERS` to return as well.
+            jitter: jitter the sample positions along the rays.
+            background: colour(s) behind the field, ``[3]`` or one per ray; the model's background when None.
+            shader: per-sample shading post-step replacing the field's colour (see :data:`Shader`).
+
+        Returns:
+            Per ray 'rgb', 'accumulation', 'depth' (the expected distance of the visible samples), the requested
+            G-buffers, and the sample counts 'num_samples' (marched) and 'num_visible_samples' (kept).
         """
-        n = origins.shape[0]
-        field_ = self.field
-        t_near, t_far = ray_aabb_intersect(origins, directions, field_.aabb, self.config.near_plane)
-        dt = self.render_step_size
-        noise = torch.rand(n, device=origins.device) if jitter else None
-        ray_ids, t0, t1 = march_rays_train(
-            origins, directions, t_near, t_far, self.occupancy.bitfield, self.occupancy.aabb,
-            self.occupancy.n_cascades, self.occupancy.res, dt, dt * 8, self.config.dt_gamma, self.config.max_steps,
-            noise,
-        )  # fmt: skip
-        mids = (t0 + t1) * 0.5
-        positions = origins[ray_ids] + directions[ray_ids] * mids[:, None]
-        # Pass 1, without gradients: densities of every marched sample give each sample's visibility. Samples behind
-        # the point where transmittance ran out, or that barely contribute, are dropped (nerfacc's early stop).
-        with torch.no_grad():
-            sigmas = field_.density(positions)
-            weights, _ = render_weights(sigmas, t0, t1, ray_ids, n, self.config.transmittance_threshold)
-            keep = weights > self.sample_weight_threshold
-        ray_ids, t0, t1, mids, positions = ray_ids[keep], t0[keep], t1[keep], mids[keep], positions[keep]
-        n_marched = keep.shape[0]
-        # Pass 2, on the visible samples only: densities with gradients (unless geometry is frozen), appearance.
-        if torch.is_grad_enabled() and not field_.geometry_frozen:
-            sigmas, feats = field_.density_and_features(positions)
-            weights, _ = render_weights(sigmas, t0, t1, ray_ids, n, self.config.transmittance_threshold)
-        else:
-            weights = weights[keep]
-            feats = field_.appearance_features(positions)
-        rgbs = field_.color(feats, directions[ray_ids])
-        acc = accumulate_along_rays(weights, None, ray_ids, n)
-        rgb = accumulate_along_rays(weights, rgbs, ray_ids, n)
-        depth = accumulate_along_rays(weights, mids[:, None], ray_ids, n) / acc.clamp_min(1e-6)
+        unknown = [name for name in extra_outputs if name not in GBUFFERS]
+        if unknown:
+            raise ValueError(f"render_rays: unknown outputs {unknown} (known: {', '.join(GBUFFERS)})")
+        samples = self.march(origins, directions, jitter)
+        colors = samples.albedo if shader is None else shader(samples)
+        acc = samples.composite(None)
+        bg = self.background if background is None else background.to(acc)
         out = {
-            "rgb": rgb + (1.0 - acc) * self.background,
+            "rgb": samples.composite(colors) + (1.0 - acc) * bg,
             "accumulation": acc,
-            "depth": depth,
-            "num_samples": torch.tensor(float(n_marched)),
-            "num_visible_samples": torch.tensor(float(ray_ids.shape[0])),
+            "depth": samples.composite(samples.midpoints[:, None]) / acc.clamp_min(1e-6),
+            "num_samples": torch.tensor(float(samples.n_marched)),
+            "num_visible_samples": torch.tensor(float(samples.ray_ids.shape[0])),
         }
-        if "normals" in extra_outputs:
-            normals = field_.normals(positions, create_graph=self.training and not field_.geometry_frozen)
-            out["normals"] = F.normalize(accumulate_along_rays(weights, normals, ray_ids, n), dim=-1, eps=1e-6)
-        if "appearance_features" in extra_outputs:
-            out["appearance_features"] = accumulate_along_rays(weights, feats, ray_ids, n)
+        for name in extra_outputs:
+            out[name] = GBUFFERS[name](samples)
         return out
 
     def _extra_outputs(self) -> Tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Radiance fields for score distillation (RealFusion / DreamFusion): shading modes, a density blob, coarse to fine.
 
 The models stay pure radiance fields (the prior lives in the pipeline). Over relight3d-ngp / relight3d-tensorf they
-add what score distillation renders need:
+add what score distillation renders need, on top of :meth:`OccupancyFieldModel.render_rays` (which marches and
+composites; shading is its per-sample post-step, :func:`lambertian_shader`):
 
 * **Shading.** ``albedo`` (the field's colour), ``lambertian`` (albedo times ``ambient + (1 - ambient) max(0, n.l)``)
   and ``textureless`` (the Lambertian term alone, grey): rendering the geometry under random lights keeps the prior
@@ -16,68 +17,38 @@ add what score distillation renders need:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Type
+from typing import Dict, List, Literal, Optional, Type, get_args
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from torch import Tensor, nn
 
+from relight3d.fields.base import NormalsMethod, RelightableField
 from relight3d.fields.ngp_field import NGPField
-from relight3d.fields.tensorf_field import TensoRFField
 from relight3d.models.base import OccupancyFieldModel
 from relight3d.models.ngp import NGPModel, NGPModelConfig
+from relight3d.models.samples import PackedSamples, Shader
 from relight3d.models.tensorf import TensoRFModel, TensoRFModelConfig
-from relight3d.ops import accumulate_along_rays, march_rays_train, ray_aabb_intersect, render_weights
 
 ShadingMode = Literal["albedo", "lambertian", "textureless"]
 """How a render is shaded: the field's colour, colour under a point light, or the light term alone (grey)."""
 
 
-def density_blob(positions: Float[Tensor, "n 3"], peak: float, radius: float) -> Float[Tensor, " n"]:
-    """``peak * exp(-|x|^2 / (2 radius^2))``: the blob added to a field's pre-activation density."""
-    return peak * torch.exp(-positions.square().sum(-1) / (2.0 * radius**2))
+def lambertian_shader(shading: ShadingMode, light_direction: Float[Tensor, "3"], ambient_ratio: float) -> Shader:
+    """The per-sample shading post-step of the 'lambertian' and 'textureless' modes.
 
+    Each sample's light term is ``ambient + (1 - ambient) max(0, n . l)``; 'lambertian' multiplies the albedo by it,
+    'textureless' renders it alone (grey).
+    """
 
-class BlobNGPField(NGPField):
-    """:class:`NGPField` with a Gaussian density blob at the origin, added before the density activation."""
+    def shade(samples: PackedSamples) -> Float[Tensor, "s 3"]:
+        normals = samples.normals
+        light = light_direction.to(normals).reshape(3)
+        lambert = (ambient_ratio + (1.0 - ambient_ratio) * (normals @ light).clamp_min(0.0))[:, None]
+        return samples.albedo * lambert if shading == "lambertian" else lambert.expand(-1, 3)
 
-    def __init__(self, *args, blob_density: float = 5.0, blob_radius: float = 0.2, **kwargs) -> None:  # noqa: ANN002
-        super().__init__(*args, **kwargs)
-        self.blob_density = blob_density
-        self.blob_radius = blob_radius
-
-    def _encode(self, positions: Tensor) -> Tensor:
-        out = super()._encode(positions)
-        if self.blob_density == 0.0:
-            return out
-        blob = density_blob(positions, self.blob_density, self.blob_radius)
-        return torch.cat([out[:, :1] + blob[:, None], out[:, 1:]], dim=-1)
-
-    def grid_parameters(self) -> List[nn.Parameter]:
-        """The hash-grid tables (trained with a larger learning rate than the MLPs)."""
-        params = list(self.encoding.parameters())
-        if self.appearance_encoding is not None:
-            params += list(self.appearance_encoding.parameters())
-        return params
-
-
-class BlobTensoRFField(TensoRFField):
-    """:class:`TensoRFField` with a Gaussian density blob at the origin, added before the softplus."""
-
-    def __init__(self, *args, blob_density: float = 5.0, blob_radius: float = 0.2, **kwargs) -> None:  # noqa: ANN002
-        super().__init__(*args, **kwargs)
-        self.blob_density = blob_density
-        self.blob_radius = blob_radius
-
-    def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
-        xyz = self.normalize_positions(positions)
-        feats = self._vm(self.density_planes, self.density_lines, xyz).sum(-1)
-        feats = feats + density_blob(positions, self.blob_density, self.blob_radius)
-        sigma = F.softplus(feats + self.density_shift) * self.density_scale
-        inside = (xyz.abs() <= 1.0).all(dim=-1)
-        return torch.where(inside, sigma, torch.zeros_like(sigma))
+    return shade
 
 
 @dataclass
@@ -88,11 +59,9 @@ class ScoreDistillationFieldSettings:
     """Peak of the density blob added at the centre before the density activation (0 disables it)."""
     blob_radius: float = 0.2
     """Standard deviation, in world units, of the density blob."""
-    normals_method: Literal["finite_difference", "autograd"] = "finite_difference"
+    normals_method: NormalsMethod = "finite_difference"
     """Normals from central finite differences of the density (RealFusion; smoother on hash grids) or from its
     autograd gradient."""
-    normals_epsilon: float = 1e-2
-    """Finite-difference step, in world units."""
     grid_levels_mask: int = 8
     """Coarse to fine: the number of finest hash-grid levels masked out at the start (NGP only; 0 disables)."""
     grid_levels_mask_iters: int = 3000
@@ -100,22 +69,16 @@ class ScoreDistillationFieldSettings:
 
 
 class ScoreDistillationRendering:
-    """Shaded rendering, normals, the orientation loss and coarse-to-fine masking (mixed into the models below)."""
+    """Shaded rendering, the density blob and coarse-to-fine masking (mixed into the models below)."""
 
     config: ScoreDistillationFieldSettings
+    field: RelightableField
 
-    # --- normals --------------------------------------------------------------------------------------------------
-    def sample_normals(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n 3"]:
-        """Unit outward normals ``-grad(sigma) / |grad(sigma)|`` at positions (differentiable while training)."""
-        field_ = self.field  # type: ignore[attr-defined]
-        if self.config.normals_method == "autograd":
-            return field_.normals(positions, create_graph=torch.is_grad_enabled())
-        eps = self.config.normals_epsilon
-        offsets = torch.eye(3, device=positions.device) * eps
-        shifted = torch.cat([positions[None] + offsets[:, None], positions[None] - offsets[:, None]])  # [6, n, 3]
-        sigma = field_.density(shifted.reshape(-1, 3)).reshape(2, 3, -1)
-        grad = (sigma[0] - sigma[1]).t() / (2.0 * eps)  # [n, 3]
-        return torch.nan_to_num(-F.normalize(grad, dim=-1, eps=1e-8))
+    def build_field(self, aabb: Tensor) -> RelightableField:
+        """The model's field with the density blob switched on."""
+        field_ = super().build_field(aabb)  # type: ignore[misc]
+        field_.blob_density, field_.blob_radius = self.config.blob_density, self.config.blob_radius
+        return field_
 
     # --- rendering ------------------------------------------------------------------------------------------------
     def render_shaded(
@@ -129,7 +92,7 @@ class ScoreDistillationRendering:
         with_normals: bool = False,
         jitter: bool = True,
     ) -> Dict[str, Tensor]:
-        """Render rays under a shading mode.
+        """Render rays under a shading mode (:meth:`OccupancyFieldModel.render_rays` with a shading post-step).
 
         Args:
             origins, directions: rays (unit directions).
@@ -142,59 +105,26 @@ class ScoreDistillationRendering:
 
         Returns:
             Per ray 'rgb', 'accumulation', 'depth'; with normals, 'normals' (the weighted sum of unit sample normals,
-            zero on empty rays) and 'orientation_loss' (``sum_i w_i max(0, n_i . d)^2`` with detached weights).
+            zero on empty rays: render_rays' 'accumulated_normals') and 'orientation_loss'.
         """
-        if shading not in ("albedo", "lambertian", "textureless"):
+        if shading not in get_args(ShadingMode):
             raise ValueError(f"render_shaded: unknown shading {shading!r}")
-        model: OccupancyFieldModel = self  # type: ignore[assignment]
-        field_ = model.field
-        n = origins.shape[0]
-        cfg = model.config
-        t_near, t_far = ray_aabb_intersect(origins, directions, field_.aabb, cfg.near_plane)
-        dt = model.render_step_size
-        noise = torch.rand(n, device=origins.device) if jitter else None
-        ray_ids, t0, t1 = march_rays_train(
-            origins, directions, t_near, t_far, model.occupancy.bitfield, model.occupancy.aabb,
-            model.occupancy.n_cascades, model.occupancy.res, dt, dt * 8, cfg.dt_gamma, cfg.max_steps, noise,
-        )  # fmt: skip
-        mids = (t0 + t1) * 0.5
-        positions = origins[ray_ids] + directions[ray_ids] * mids[:, None]
-        with torch.no_grad():  # drop invisible samples first (as OccupancyFieldModel.render_rays does)
-            weights, _ = render_weights(field_.density(positions), t0, t1, ray_ids, n, cfg.transmittance_threshold)
-            keep = weights > model.sample_weight_threshold
-        ray_ids, t0, t1, mids, positions = ray_ids[keep], t0[keep], t1[keep], mids[keep], positions[keep]
-        sigmas, feats = field_.density_and_features(positions)
-        weights, _ = render_weights(sigmas, t0, t1, ray_ids, n, cfg.transmittance_threshold)
-        sample_dirs = directions[ray_ids]
-        colors = field_.color(feats, sample_dirs)
-        need_normals = with_normals or shading != "albedo"
-        normals = self.sample_normals(positions) if need_normals else None
+        shader = None
         if shading != "albedo":
             if light_direction is None:
                 raise ValueError(f"render_shaded: shading {shading!r} needs a light direction")
-            assert normals is not None
-            light = light_direction.to(normals).reshape(3)
-            lambert = ambient_ratio + (1.0 - ambient_ratio) * (normals @ light).clamp_min(0.0)
-            colors = colors * lambert[:, None] if shading == "lambertian" else lambert[:, None].expand(-1, 3)
-        acc = accumulate_along_rays(weights, None, ray_ids, n)
-        bg = model.background if background is None else background.to(acc)
-        out = {
-            "rgb": accumulate_along_rays(weights, colors, ray_ids, n) + (1.0 - acc) * bg,
-            "accumulation": acc,
-            "depth": accumulate_along_rays(weights, mids[:, None], ray_ids, n) / acc.clamp_min(1e-6),
-            "num_samples": torch.tensor(float(keep.shape[0])),
-            "num_visible_samples": torch.tensor(float(ray_ids.shape[0])),
-        }
-        if normals is not None:
-            out["normals"] = accumulate_along_rays(weights, normals, ray_ids, n)
-            facing_away = (normals * sample_dirs).sum(-1).clamp_min(0.0).square()
-            out["orientation_loss"] = accumulate_along_rays(weights.detach(), facing_away[:, None], ray_ids, n)
+            shader = lambertian_shader(shading, light_direction, ambient_ratio)
+        extras = ("accumulated_normals", "orientation_loss") if with_normals or shader is not None else ()
+        model: OccupancyFieldModel = self  # type: ignore[assignment]
+        out = model.render_rays(origins, directions, extras, jitter, background, shader)
+        if extras:
+            out["normals"] = out.pop("accumulated_normals")
         return out
 
     # --- coarse to fine -------------------------------------------------------------------------------------------
     def set_coarse_to_fine(self, step: int) -> None:
         """Mask the finest ``grid_levels_mask`` hash-grid levels until ``grid_levels_mask_iters`` (NGP fields)."""
-        field_ = self.field  # type: ignore[attr-defined]
+        field_ = self.field
         encoding = getattr(field_, "encoding", None)
         if not hasattr(field_, "level_mask") or encoding is None:
             return
@@ -214,17 +144,22 @@ class ScoreDistillationRendering:
             func=self.set_coarse_to_fine,
         )
 
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        base = super().get_training_callbacks(training_callback_attributes)  # type: ignore[misc]
+        return [*base, self.coarse_to_fine_callback()]
+
 
 @dataclass
-class SDSNGPModelConfig(NGPModelConfig, ScoreDistillationFieldSettings):
+class SDSNGPModelConfig(ScoreDistillationFieldSettings, NGPModelConfig):
     """relight3d-ngp for score distillation, sized like RealFusion's grid (16 levels, 2^16 entries, 2048 x bound)."""
 
     _target: Type = field(default_factory=lambda: SDSNGPModel)
     """Model class to instantiate."""
+    # RealFusion's grid: 16 levels of 2^16 entries (documented in NGPFieldSettings).
     n_levels: int = 16
-    """Hash-grid levels."""
     log2_table_size: int = 16
-    """log2 of the hash-table size per level."""
     max_resolution: int = 1536
     """Finest grid resolution (RealFusion: 2048 x the scene bound 0.75)."""
     sh_degree: int = 1
@@ -241,31 +176,20 @@ class SDSNGPModel(ScoreDistillationRendering, NGPModel):
     """relight3d-ngp with shading modes, a density blob and coarse-to-fine hash-grid masking."""
 
     config: SDSNGPModelConfig
-    field: BlobNGPField
-
-    def build_field(self, aabb: Tensor) -> BlobNGPField:
-        c = self.config
-        return BlobNGPField(aabb, **self.field_kwargs(), blob_density=c.blob_density, blob_radius=c.blob_radius)
+    field: NGPField
 
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
         """'grid' (hash tables), 'density' (density MLP) and 'appearance' (colour MLP), as RealFusion's learning
         rates differ between grids and MLPs."""
-        grid = self.field.grid_parameters()
-        grid_ids = {id(p) for p in grid}
         return {
-            "grid": grid,
+            "grid": self.field.grid_parameters(),
             "density": list(self.field.density_mlp.parameters()),
-            "appearance": [p for p in self.field.color_mlp.parameters() if id(p) not in grid_ids],
+            "appearance": list(self.field.color_mlp.parameters()),
         }
-
-    def get_training_callbacks(
-        self, training_callback_attributes: TrainingCallbackAttributes
-    ) -> List[TrainingCallback]:
-        return [*super().get_training_callbacks(training_callback_attributes), self.coarse_to_fine_callback()]
 
 
 @dataclass
-class SDSTensoRFModelConfig(TensoRFModelConfig, ScoreDistillationFieldSettings):
+class SDSTensoRFModelConfig(ScoreDistillationFieldSettings, TensoRFModelConfig):
     """relight3d-tensorf for score distillation (view-independent colour; no hash grid, so no level masking)."""
 
     _target: Type = field(default_factory=lambda: SDSTensoRFModel)
@@ -280,8 +204,3 @@ class SDSTensoRFModel(ScoreDistillationRendering, TensoRFModel):
     """relight3d-tensorf with shading modes and a density blob."""
 
     config: SDSTensoRFModelConfig
-    field: BlobTensoRFField
-
-    def build_field(self, aabb: Tensor) -> BlobTensoRFField:
-        c = self.config
-        return BlobTensoRFField(aabb, **self.field_kwargs(), blob_density=c.blob_density, blob_radius=c.blob_radius)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple, Type
+from typing import Dict, List, Tuple, Type
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.engine.optimizers import Optimizers
 from torch import Tensor, nn
 
-from relight3d.fields.tensorf_field import TensoRFField
+from relight3d.fields.tensorf_field import TensoRFField, TensoRFFieldSettings
 from relight3d.models.base import OccupancyFieldModel, OccupancyFieldModelConfig
 
 
@@ -28,13 +28,11 @@ def replace_parameters(optimizers: Optimizers, old: List[nn.Parameter], new: Lis
 
 
 @dataclass
-class TensoRFModelConfig(OccupancyFieldModelConfig):
-    """TensoRF-VM settings, tuned so that training is effective on a CPU as well as a GPU."""
+class TensoRFModelConfig(OccupancyFieldModelConfig, TensoRFFieldSettings):
+    """TensoRF-VM settings (the field's are :class:`TensoRFFieldSettings`), tuned to train on a CPU as on a GPU."""
 
     _target: Type = field(default_factory=lambda: TensoRFModel)
     """Model class to instantiate."""
-    init_resolution: int = 64
-    """Grid resolution per axis at the start of training."""
     final_resolution: int = 192
     """Grid resolution per axis after the last upsampling."""
     upsampling_iters: Tuple[int, ...] = (150, 300, 500, 750)
@@ -43,20 +41,6 @@ class TensoRFModelConfig(OccupancyFieldModelConfig):
     """Iterations at which the box shrinks to the occupied region (TensoRF's alpha-mask pruning)."""
     shrink_margin: float = 0.05
     """Margin, as a fraction of the occupied box's size, kept around it when shrinking."""
-    n_density_components: int = 16
-    """Rank of the density VM decomposition (per plane)."""
-    n_appearance_components: int = 48
-    """Rank of the appearance VM decomposition (per plane)."""
-    appearance_dim: int = 27
-    """Size of the appearance feature produced by the basis."""
-    decoder_hidden: int = 64
-    """Width of the colour decoder."""
-    decoder_layers: int = 2
-    """Hidden layers of the colour decoder."""
-    sh_degree: int = 3
-    """Spherical-harmonics degree of the view-direction input (0 = view-independent colour)."""
-    density_shift: float = -10.0
-    """Shift before the density softplus, so that training starts from nearly empty space."""
     l1_weight: float = 8e-5
     """Weight of the L1 sparsity loss on the density grids."""
     tv_density_weight: float = 0.0
@@ -71,22 +55,8 @@ class TensoRFModel(OccupancyFieldModel):
     config: TensoRFModelConfig
     field: TensoRFField
 
-    def field_kwargs(self) -> Dict[str, Any]:
-        """Constructor arguments of the field from this config (subclasses add their own)."""
-        c = self.config
-        return dict(
-            resolution=c.init_resolution,
-            n_density_components=c.n_density_components,
-            n_appearance_components=c.n_appearance_components,
-            appearance_dim=c.appearance_dim,
-            decoder_hidden=c.decoder_hidden,
-            decoder_layers=c.decoder_layers,
-            sh_degree=c.sh_degree,
-            density_shift=c.density_shift,
-        )
-
     def build_field(self, aabb: Tensor) -> TensoRFField:
-        return TensoRFField(aabb, **self.field_kwargs())
+        return TensoRFField(aabb, self.config)
 
     def upsampling_resolutions(self) -> List[int]:
         """Resolution after each upsampling iteration (log-spaced from init to final)."""

@@ -1,8 +1,21 @@
-"""Ray marching through occupancy grids (and sampling of TensoRF's VM decomposition): the public API.
+"""Ray marching through occupancy grids, volume rendering of packed samples, and TensoRF's VM sampling.
 
-Each op is a public function that checks its inputs and dispatches to the compiled extension when one is available
-for the tensors' device, or to the pure-torch reference in :mod:`relight3d.ops._torch_impl` otherwise. Inputs on the
-wrong device or of the wrong dtype raise; they are never moved or cast silently.
+The lowest layer of relight3d, with :mod:`relight3d.geometry` and :mod:`relight3d.errors`: it imports nothing from
+relight3d but :mod:`relight3d._optional`. Fields and models march and composite their rays with it.
+
+Each op has three layers (the pattern of gsplat's ``_wrapper.py`` / ``_torch_impl.py``):
+
+* the public function (:mod:`.ray_marching`, :mod:`.vm_sampling`): the signature, whose jaxtyping annotations are
+  checked on every call, and the documentation;
+* the compiled kernels (:mod:`._wrapper`, calling the extension ``relight3d._C`` built from ``cuda_ext/``, C++ for
+  the CPU and CUDA), with private ``torch.autograd.Function`` s for the differentiable ops;
+* the pure-torch reference (:mod:`._torch_impl`), which defines the semantics and is the fallback.
+
+:mod:`._dispatch` holds the checks and picks the implementation for each call (the kernels where the extension is
+loaded for the tensors' device and gives every gradient needed, else the reference); :mod:`._backend` loads the
+extension lazily (``RELIGHT3D_OPS_BACKEND=torch`` forces the reference). Inputs on the wrong device or of the wrong
+dtype raise; they are never moved or cast silently. :class:`OccupancyGrid` (:mod:`.occupancy`) keeps the grid that
+the marching skips empty space with.
 """
 
 from relight3d.ops._torch_impl import MISS_T

@@ -1,4 +1,4 @@
-"""Lazy loading of the compiled ray-marching extension.
+"""Which implementation the ops use: the compiled extension ``relight3d._C``, loaded lazily, or the torch reference.
 
 The extension is looked for the first time an op runs, never at import, in this order:
 
@@ -7,18 +7,20 @@ The extension is looked for the first time an op runs, never at import, in this 
    :func:`torch.utils.cpp_extension.load` (minutes on a small machine; cached by torch afterwards);
 3. otherwise every op falls back to :mod:`relight3d.ops._torch_impl`, and one warning says why.
 
-``RELIGHT3D_OPS_BACKEND=torch`` forces the pure-torch reference everywhere (for debugging and comparisons).
+``RELIGHT3D_OPS_BACKEND=torch`` forces the pure-torch reference everywhere (for debugging and comparisons), and
+:func:`torch_reference` does the same for some ops within a block (tests, benchmarks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, Tuple
+from typing import Iterator, List, Optional, Set, Tuple
 
 from relight3d._optional import warn_once
 
@@ -30,6 +32,9 @@ _JIT_ENV = "RELIGHT3D_JIT"
 
 _CSRC = Path(__file__).resolve().parents[2] / "cuda_ext" / "csrc"
 """Kernel sources (present in a source checkout / editable install, not in a wheel)."""
+
+_REFERENCE_OPS: List[Optional[Set[str]]] = []
+"""The ops :func:`torch_reference` blocks send to the reference (None: every op), innermost last."""
 
 
 def _jit_build() -> ModuleType:
@@ -62,16 +67,20 @@ def _jit_build() -> ModuleType:
 @functools.cache
 def _load() -> Tuple[Optional[ModuleType], str]:
     """``(module, "")``, or ``(None, why it is unavailable)``; tried once per process."""
-    try:
-        return importlib.import_module("relight3d._C"), ""
-    except Exception as e:  # ImportError, or OSError / undefined symbols from a build against another torch
-        reason = f"relight3d._C could not be imported ({type(e).__name__}: {e})"
-    if os.environ.get(_JIT_ENV, "0") != "1":
-        return None, reason + f"; set {_JIT_ENV}=1 to compile it at first use"
-    try:
-        return _jit_build(), ""
-    except Exception as e:  # a compiler error, missing sources, ...
-        return None, reason + f"; the JIT build failed ({type(e).__name__}: {e})"
+    attempts = [("relight3d._C could not be imported", lambda: importlib.import_module("relight3d._C"))]
+    if os.environ.get(_JIT_ENV, "0") == "1":
+        attempts.append(("the JIT build failed", _jit_build))
+    reasons = []
+    for failure, attempt in attempts:
+        try:
+            return attempt(), ""
+        except Exception as err:  # why: the extension is optional, with a torch fallback for every op, and loading
+            # (or building) a compiled module fails in many ways: ImportError (undefined symbols of a build against
+            # another torch too), OSError, RuntimeError or CalledProcessError from compilers. One of relight3d's three.
+            reasons.append(f"{failure} ({type(err).__name__}: {err})")
+    if len(attempts) == 1:
+        reasons.append(f"set {_JIT_ENV}=1 to compile it at first use")
+    return None, "; ".join(reasons)
 
 
 def extension() -> Optional[ModuleType]:
@@ -88,8 +97,13 @@ def extension() -> Optional[ModuleType]:
     return ext
 
 
-def active_backend(device_type: str = "cpu") -> str:
-    """Name of the implementation that ops on ``device_type`` tensors use: 'cuda', 'cpu' (compiled) or 'torch'."""
+def active_backend(device_type: str = "cpu", op: Optional[str] = None) -> str:
+    """Name of the implementation that ops on ``device_type`` tensors use: 'cuda', 'cpu' (compiled) or 'torch'.
+
+    With ``op``, for that op: 'torch' also within a :func:`torch_reference` block naming it.
+    """
+    if _REFERENCE_OPS and (_REFERENCE_OPS[-1] is None or op in _REFERENCE_OPS[-1]):
+        return "torch"
     ext = extension()
     if ext is None:
         return "torch"
@@ -102,3 +116,19 @@ def active_backend(device_type: str = "cpu") -> str:
         )
         return "torch"
     return "cpu" if device_type == "cpu" else "torch"
+
+
+@contextlib.contextmanager
+def torch_reference(*ops: str) -> Iterator[None]:
+    """Within the block, the named ops (every op when none is named) use the torch reference.
+
+    Example:
+        >>> with torch_reference("sample_vm_features"):
+        ...     active_backend("cpu", "sample_vm_features")
+        'torch'
+    """
+    _REFERENCE_OPS.append(set(ops) if ops else None)
+    try:
+        yield
+    finally:
+        _REFERENCE_OPS.pop()

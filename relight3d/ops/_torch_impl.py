@@ -1,7 +1,7 @@
-# ruff: noqa: F722, UP037  (jaxtyping shape strings such as "n 3" are not forward references)
 """Pure-PyTorch reference implementations of the ray-marching operations.
 
-Every function here has the same signature as its public counterpart in :mod:`relight3d.ops`. They define the
+Every function here takes the arguments of the public op of the same name in :mod:`relight3d.ops`, in the same order,
+all of them given and already checked (the public op documents their shapes, dtypes and defaults). They define the
 semantics: the compiled C++/CUDA kernels must agree with them (the tests compare values and gradients). They are
 also the fallback used wherever no compiled extension is available, so they are written to be reasonably fast on a
 CPU (vectorised, no Python loops over rays or samples).
@@ -33,7 +33,6 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 MISS_T = 1e10
@@ -46,9 +45,7 @@ _TAU_CAP = 200.0
 """Optical depth above which a sample is opaque in float32 (``exp(-200) == 0``)."""
 
 
-def ray_aabb_intersect(
-    rays_o: Float[Tensor, "n 3"], rays_d: Float[Tensor, "n 3"], aabb: Float[Tensor, "6"], near_min: float = 0.0
-) -> Tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
+def ray_aabb_intersect(rays_o: Tensor, rays_d: Tensor, aabb: Tensor, near_min: float) -> Tuple[Tensor, Tensor]:
     """Slab test. Returns ``(t_near, t_far)``; ``t_near >= near_min``. Misses get ``t_near = t_far = MISS_T``."""
     inv_d = 1.0 / torch.where(rays_d.abs() < 1e-15, torch.full_like(rays_d, 1e-15), rays_d)
     t0 = (aabb[:3] - rays_o) * inv_d
@@ -81,21 +78,24 @@ def _compact_bits(v: Tensor) -> Tensor:
     return v
 
 
-def morton3d(coords: Int[Tensor, "n 3"]) -> Int[Tensor, " n"]:
+def morton3d(coords: Tensor) -> Tensor:
     """Morton (Z-order) code of integer coordinates in ``[0, 1024)``; ``x`` takes the lowest bit."""
     c = coords.long()
     return _spread_bits(c[:, 0]) | (_spread_bits(c[:, 1]) << 1) | (_spread_bits(c[:, 2]) << 2)
 
 
-def morton3d_invert(codes: Int[Tensor, " n"]) -> Int[Tensor, "n 3"]:
+def morton3d_invert(codes: Tensor) -> Tensor:
     """Integer coordinates of Morton codes (inverse of :func:`morton3d`)."""
     c = codes.long()
     return torch.stack([_compact_bits(c), _compact_bits(c >> 1), _compact_bits(c >> 2)], dim=-1)
 
 
-def occupancy_cell_positions(
-    indices: Int[Tensor, " n"], aabb: Float[Tensor, "6"], res: int, jitter: Optional[Float[Tensor, "n 3"]] = None
-) -> Float[Tensor, "n 3"]:
+def _box(aabb: Tensor) -> Tuple[Tensor, Tensor]:
+    """Centre and half extent of a box."""
+    return (aabb[:3] + aabb[3:]) * 0.5, (aabb[3:] - aabb[:3]) * 0.5
+
+
+def occupancy_cell_positions(indices: Tensor, aabb: Tensor, res: int, jitter: Optional[Tensor]) -> Tensor:
     """World positions of occupancy cells given flat indices ``cascade * res**3 + morton``.
 
     ``jitter`` in ``[0, 1)^3`` places the point inside the cell; ``None`` gives the cell centre.
@@ -104,15 +104,12 @@ def occupancy_cell_positions(
     cascade = torch.div(indices, n_cells, rounding_mode="floor")
     ijk = morton3d_invert(indices % n_cells).to(aabb.dtype)
     frac = (ijk + (0.5 if jitter is None else jitter)) / res
-    center = (aabb[:3] + aabb[3:]) * 0.5
-    half = (aabb[3:] - aabb[:3]) * 0.5
+    center, half = _box(aabb)
     scale = torch.pow(2.0, cascade.to(aabb.dtype))[:, None]
     return center + (frac * 2.0 - 1.0) * half * scale
 
 
-def occupancy_grid_update(
-    density_grid: Float[Tensor, "c m"], indices: Int[Tensor, " n"], values: Float[Tensor, " n"], decay: float
-) -> Float[Tensor, "c m"]:
+def occupancy_grid_update(density_grid: Tensor, indices: Tensor, values: Tensor, decay: float) -> Tensor:
     """Exponential moving maximum: ``grid[i] = max(grid[i] * decay, value_i)`` for the given flat indices.
 
     Cells whose value is negative (marked as never-visible) stay untouched. Returns a new tensor.
@@ -128,25 +125,22 @@ def occupancy_grid_update(
     return flat.view_as(density_grid)
 
 
-def pack_bitfield(density_grid: Float[Tensor, "c m"], threshold: float) -> Int[Tensor, " b"]:
+def pack_bitfield(density_grid: Tensor, threshold: float) -> Tensor:
     """Pack ``density_grid > threshold`` into a uint8 bitfield (cell ``i`` is bit ``i % 8`` of byte ``i // 8``)."""
     occ = (density_grid.reshape(-1) > threshold).view(-1, 8).to(torch.uint8)
     weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=occ.device)
     return (occ * weights).sum(dim=-1, dtype=torch.uint8)
 
 
-def unpack_bitfield(bitfield: Int[Tensor, " b"]) -> Bool[Tensor, " m"]:
+def unpack_bitfield(bitfield: Tensor) -> Tensor:
     """Inverse of :func:`pack_bitfield`: one bool per cell."""
     shifts = torch.arange(8, dtype=torch.uint8, device=bitfield.device)
     return ((bitfield[:, None] >> shifts) & 1).bool().reshape(-1)
 
 
-def occupancy_lookup(
-    positions: Float[Tensor, "n 3"], bitfield: Int[Tensor, " b"], aabb: Float[Tensor, "6"], n_cascades: int, res: int
-) -> Bool[Tensor, " n"]:
+def occupancy_lookup(positions: Tensor, bitfield: Tensor, aabb: Tensor, n_cascades: int, res: int) -> Tensor:
     """Whether the cell holding each position is occupied. Positions outside the largest cascade are empty."""
-    center = (aabb[:3] + aabb[3:]) * 0.5
-    half = (aabb[3:] - aabb[:3]) * 0.5
+    center, half = _box(aabb)
     rel = (positions - center) / half  # cascade 0 spans [-1, 1]
     extent = rel.abs().amax(dim=-1)
     if n_cascades > 1:
@@ -161,12 +155,14 @@ def occupancy_lookup(
     return (bits == 1) & inside
 
 
-def step_schedule(
-    t_start: Float[Tensor, " n"], k: Float[Tensor, " n"], dt_min: float, dt_max: float, dt_gamma: float
-) -> Float[Tensor, " n"]:
-    """``t_k`` of the cone-stepping recurrence started at ``t_start`` (see the module docstring)."""
-    if dt_gamma <= 0.0:
-        return t_start + k * dt_min
+def _phases(
+    t_start: Tensor, dt_min: float, dt_max: float, dt_gamma: float
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, float]:
+    """Where the phases of the cone-stepping schedule started at ``t_start`` begin (``dt_gamma > 0``).
+
+    Returns ``(k_a, t_at_a, k_b, t_at_b, log_r)``: phase B (geometric, ratio ``1 + dt_gamma = exp(log_r)``) begins at
+    step ``k_a``, at ``t_at_a``; phase C (steps of ``dt_max``) at step ``k_a + k_b``, at ``t_at_b``.
+    """
     t_a, t_b = dt_min / dt_gamma, dt_max / dt_gamma
     log_r = math.log1p(dt_gamma)
     # phase A: linear with dt_min until t >= t_a
@@ -175,6 +171,14 @@ def step_schedule(
     # phase B: geometric until t >= t_b
     k_b = torch.ceil((torch.log(torch.as_tensor(t_b) / t_at_a) / log_r).clamp_min(0.0))
     t_at_b = t_at_a * torch.exp(k_b * log_r)
+    return k_a, t_at_a, k_b, t_at_b, log_r
+
+
+def step_schedule(t_start: Tensor, k: Tensor, dt_min: float, dt_max: float, dt_gamma: float) -> Tensor:
+    """``t_k`` of the cone-stepping recurrence started at ``t_start`` (see the module docstring)."""
+    if dt_gamma <= 0.0:
+        return t_start + k * dt_min
+    k_a, t_at_a, k_b, t_at_b, log_r = _phases(t_start, dt_min, dt_max, dt_gamma)
     lin_a = t_start + k * dt_min
     geo = t_at_a * torch.exp((k - k_a) * log_r)
     lin_c = t_at_b + (k - k_a - k_b) * dt_max
@@ -186,47 +190,47 @@ def _count_steps(
 ) -> Tensor:
     """Number of samples ``k`` with ``t_k < t_far`` (capped at ``max_steps``)."""
     span = (t_far - t_start).clamp_min(0.0)
-    if dt_gamma <= 0.0:
-        n = torch.ceil(span / dt_min)
-    else:
-        t_a, t_b = dt_min / dt_gamma, dt_max / dt_gamma
-        log_r = math.log1p(dt_gamma)
-        k_a = torch.ceil(((t_a - t_start) / dt_min).clamp_min(0.0))
-        t_at_a = t_start + k_a * dt_min
-        k_b = torch.ceil((torch.log(torch.as_tensor(t_b) / t_at_a) / log_r).clamp_min(0.0))
-        t_at_b = t_at_a * torch.exp(k_b * log_r)
-        n_a = torch.ceil(span / dt_min)
+    n = torch.ceil(span / dt_min)
+    if dt_gamma > 0.0:
+        k_a, t_at_a, k_b, t_at_b, log_r = _phases(t_start, dt_min, dt_max, dt_gamma)
         n_b = k_a + torch.ceil((torch.log(t_far / t_at_a) / log_r).clamp_min(0.0))
         n_c = k_a + k_b + torch.ceil(((t_far - t_at_b) / dt_max).clamp_min(0.0))
-        n = torch.where(t_far <= t_at_a, n_a, torch.where(t_far <= t_at_b, n_b, n_c))
+        n = torch.where(t_far <= t_at_a, n, torch.where(t_far <= t_at_b, n_b, n_c))
     n = torch.where(t_far > t_start, n, torch.zeros_like(n))
     return n.clamp(0, max_steps).long()
 
 
+def _step(t: Tensor, dt_min: float, dt_max: float, dt_gamma: float) -> Tensor:
+    """``dt(t)`` of the schedule."""
+    return (t * dt_gamma).clamp(dt_min, dt_max) if dt_gamma > 0 else torch.full_like(t, dt_min)
+
+
+def _candidates(
+    rays_o: Tensor, rays_d: Tensor, rays: Tensor, t0: Tensor, t_far: Tensor, grid: Tuple, steps: Tuple
+) -> Tuple[Tensor, Tensor]:
+    """Candidate samples ``[t0, t1]`` of rays ``rays`` (``t0`` of any shape ``[*rays.shape, ...]``): their ends
+    ``t1 = min(t0 + dt(t0), t_far)`` and whether the cell holding their midpoint is occupied.
+
+    ``grid`` is ``(bitfield, aabb, n_cascades, res)``, ``steps`` ``(dt_min, dt_max, dt_gamma)``.
+    """
+    t1 = torch.minimum(t0 + _step(t0, *steps), t_far)
+    mid = (t0 + t1) * 0.5
+    extra = (1,) * (t0.dim() - rays.dim())
+    pos = rays_o[rays].view(*rays.shape, *extra, 3) + rays_d[rays].view(*rays.shape, *extra, 3) * mid[..., None]
+    return t1, occupancy_lookup(pos.reshape(-1, 3), *grid).view(t0.shape)
+
+
 def march_rays_train(
-    rays_o: Float[Tensor, "n 3"],
-    rays_d: Float[Tensor, "n 3"],
-    t_near: Float[Tensor, " n"],
-    t_far: Float[Tensor, " n"],
-    bitfield: Int[Tensor, " b"],
-    aabb: Float[Tensor, "6"],
-    n_cascades: int,
-    res: int,
-    dt_min: float,
-    dt_max: float,
-    dt_gamma: float = 0.0,
-    max_steps: int = 1024,
-    jitter: Optional[Float[Tensor, " n"]] = None,
-) -> Tuple[Int[Tensor, " s"], Float[Tensor, " s"], Float[Tensor, " s"]]:
+    rays_o: Tensor, rays_d: Tensor, t_near: Tensor, t_far: Tensor, bitfield: Tensor, aabb: Tensor, n_cascades: int,
+    res: int, dt_min: float, dt_max: float, dt_gamma: float, max_steps: int, jitter: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Samples of each ray that fall in occupied cells, packed and sorted by ray (see module docstring).
 
     Returns ``(ray_indices, t_starts, t_ends)``. Rays with ``t_far <= t_near`` get no samples.
     """
     device = rays_o.device
-    dt0 = (t_near * dt_gamma).clamp(dt_min, dt_max) if dt_gamma > 0 else torch.full_like(t_near, dt_min)
-    t_start = t_near + (jitter * dt0 if jitter is not None else 0.0)
-    valid = t_far > t_near
-    t_start = torch.where(valid, t_start, t_far)
+    t_start = t_near + (jitter * _step(t_near, dt_min, dt_max, dt_gamma) if jitter is not None else 0.0)
+    t_start = torch.where(t_far > t_near, t_start, t_far)
     counts = _count_steps(t_start, t_far, dt_min, dt_max, dt_gamma, max_steps)
     total = int(counts.sum())
     if total == 0:
@@ -235,13 +239,11 @@ def march_rays_train(
     ray_ids = torch.repeat_interleave(torch.arange(rays_o.shape[0], device=device), counts)
     offsets = torch.cumsum(counts, 0) - counts
     k = (torch.arange(total, device=device) - offsets[ray_ids]).to(rays_o.dtype)
-    ts = t_start[ray_ids]
-    t0 = step_schedule(ts, k, dt_min, dt_max, dt_gamma)
-    step = (t0 * dt_gamma).clamp(dt_min, dt_max) if dt_gamma > 0 else torch.full_like(t0, dt_min)
-    t1 = torch.minimum(t0 + step, t_far[ray_ids])
-    mid = (t0 + t1) * 0.5
-    pos = rays_o[ray_ids] + rays_d[ray_ids] * mid[:, None]
-    keep = occupancy_lookup(pos, bitfield, aabb, n_cascades, res) & (t0 < t_far[ray_ids])
+    t0 = step_schedule(t_start[ray_ids], k, dt_min, dt_max, dt_gamma)
+    tf = t_far[ray_ids]
+    t1, occupied = _candidates(rays_o, rays_d, ray_ids, t0, tf, (bitfield, aabb, n_cascades, res),
+                               (dt_min, dt_max, dt_gamma))  # fmt: skip
+    keep = occupied & (t0 < tf)
     return ray_ids[keep], t0[keep], t1[keep]
 
 
@@ -251,13 +253,8 @@ def _ray_offsets(ray_indices: Tensor, n_rays: int) -> Tensor:
 
 
 def render_weights(
-    sigmas: Float[Tensor, " s"],
-    t_starts: Float[Tensor, " s"],
-    t_ends: Float[Tensor, " s"],
-    ray_indices: Int[Tensor, " s"],
-    n_rays: int,
-    t_thresh: float = 1e-4,
-) -> Tuple[Float[Tensor, " s"], Float[Tensor, " s"]]:
+    sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int, t_thresh: float
+) -> Tuple[Tensor, Tensor]:
     """Volume-rendering weights ``w_i = T_i (1 - exp(-sigma_i dt_i))`` and transmittances ``T_i``.
 
     Samples must be sorted by ray. Samples whose transmittance has fallen below ``t_thresh`` (early stop) get weight 0.
@@ -281,9 +278,7 @@ def render_weights(
     return weights, trans
 
 
-def accumulate_along_rays(
-    weights: Float[Tensor, " s"], values: Optional[Float[Tensor, "s c"]], ray_indices: Int[Tensor, " s"], n_rays: int
-) -> Float[Tensor, "n c"]:
+def accumulate_along_rays(weights: Tensor, values: Optional[Tensor], ray_indices: Tensor, n_rays: int) -> Tensor:
     """``out[r] = sum_{i in ray r} w_i v_i``; with ``values=None`` it sums the weights (shape ``[n, 1]``)."""
     src = weights[:, None] if values is None else weights[:, None] * values
     out = torch.zeros((n_rays, src.shape[-1]), dtype=src.dtype, device=src.device)
@@ -291,14 +286,8 @@ def accumulate_along_rays(
 
 
 def composite_rays_train(
-    sigmas: Float[Tensor, " s"],
-    rgbs: Float[Tensor, "s 3"],
-    t_starts: Float[Tensor, " s"],
-    t_ends: Float[Tensor, " s"],
-    ray_indices: Int[Tensor, " s"],
-    n_rays: int,
-    t_thresh: float = 1e-4,
-) -> Tuple[Float[Tensor, " s"], Float[Tensor, "n 3"], Float[Tensor, " n"], Float[Tensor, " n"]]:
+    sigmas: Tensor, rgbs: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int, t_thresh: float
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Fused compositing: returns ``(weights, image, depth, accumulation)`` (depth is the weighted midpoint ``t``)."""
     weights, _ = render_weights(sigmas, t_starts, t_ends, ray_indices, n_rays, t_thresh)
     image = accumulate_along_rays(weights, rgbs, ray_indices, n_rays)
@@ -308,27 +297,10 @@ def composite_rays_train(
     return weights, image, depth, acc
 
 
-def _step(t: Tensor, dt_min: float, dt_max: float, dt_gamma: float) -> Tensor:
-    """``dt(t)`` of the schedule."""
-    return (t * dt_gamma).clamp(dt_min, dt_max) if dt_gamma > 0 else torch.full_like(t, dt_min)
-
-
 def march_rays_inference(
-    rays_o: Float[Tensor, "n 3"],
-    rays_d: Float[Tensor, "n 3"],
-    t: Float[Tensor, " n"],
-    t_far: Float[Tensor, " n"],
-    alive: Int[Tensor, " a"],
-    bitfield: Int[Tensor, " b"],
-    aabb: Float[Tensor, "6"],
-    n_cascades: int,
-    res: int,
-    dt_min: float,
-    dt_max: float,
-    dt_gamma: float = 0.0,
-    n_steps: int = 8,
-    max_candidates: int = 1024,
-) -> Tuple[Float[Tensor, "a k"], Float[Tensor, "a k"]]:
+    rays_o: Tensor, rays_d: Tensor, t: Tensor, t_far: Tensor, alive: Tensor, bitfield: Tensor, aabb: Tensor,
+    n_cascades: int, res: int, dt_min: float, dt_max: float, dt_gamma: float, n_steps: int, max_candidates: int
+) -> Tuple[Tensor, Tensor]:  # fmt: skip
     """Next ``n_steps`` samples in occupied cells of each alive ray, from its current ``t`` (advanced in place).
 
     Candidate ``j`` of a ray is ``step_schedule(t, j)`` (the schedule restarted at ``t``: the recurrence only
@@ -349,14 +321,11 @@ def march_rays_inference(
     chunk = min(max(4 * n_steps, 64), max_candidates)
     cols = torch.arange(chunk, dtype=rays_o.dtype, device=rays_o.device)
     while todo.numel() > 0:
-        ts, tfar = t_cur[todo, None], tf[todo, None]
+        tfar = tf[todo, None]
         j = j_base[todo, None] + cols
-        t0 = step_schedule(ts, j, dt_min, dt_max, dt_gamma)
-        t1 = torch.minimum(t0 + _step(t0, dt_min, dt_max, dt_gamma), tfar)
-        mid = (t0 + t1) * 0.5
-        rays = alive[todo]
-        pos = rays_o[rays, None] + rays_d[rays, None] * mid[..., None]
-        occ = occupancy_lookup(pos.reshape(-1, 3), bitfield, aabb, n_cascades, res).view(t0.shape)
+        t0 = step_schedule(t_cur[todo, None], j, dt_min, dt_max, dt_gamma)
+        t1, occ = _candidates(rays_o, rays_d, alive[todo], t0, tfar, (bitfield, aabb, n_cascades, res),
+                              (dt_min, dt_max, dt_gamma))  # fmt: skip
         # candidates examined: those before the first one past t_far or past max_candidates
         examinable = torch.cummin(((t0 < tfar) & (j < max_candidates)).to(torch.uint8), dim=1).values.bool()
         kept = occ & examinable
@@ -383,19 +352,9 @@ def march_rays_inference(
 
 
 def composite_rays_inference(
-    sigmas: Float[Tensor, "a k"],
-    rgbs: Float[Tensor, "a k 3"],
-    t_starts: Float[Tensor, "a k"],
-    t_ends: Float[Tensor, "a k"],
-    alive: Int[Tensor, " a"],
-    t: Float[Tensor, " n"],
-    t_far: Float[Tensor, " n"],
-    image: Float[Tensor, "n 3"],
-    depth: Float[Tensor, " n"],
-    acc: Float[Tensor, " n"],
-    trans: Float[Tensor, " n"],
-    t_thresh: float = 1e-4,
-) -> Int[Tensor, " a2"]:
+    sigmas: Tensor, rgbs: Tensor, t_starts: Tensor, t_ends: Tensor, alive: Tensor, t: Tensor, t_far: Tensor,
+    image: Tensor, depth: Tensor, acc: Tensor, trans: Tensor, t_thresh: float
+) -> Tensor:  # fmt: skip
     """Composite one batch of :func:`march_rays_inference` samples front to back into the per-ray state.
 
     For row ``i`` (ray ``r = alive[i]``), sample ``j`` has ``T_j = trans[r] * exp(-sum_{l<j} tau_l)``; it adds
@@ -428,9 +387,7 @@ VM_PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 VM_LINE_AXES = (2, 1, 0)
 
 
-def sample_vm_features(
-    planes: Float[Tensor, "3 c h w"], lines: Float[Tensor, "3 c l 1"], xyz: Float[Tensor, "n 3"]
-) -> Float[Tensor, "n 3c"]:
+def sample_vm_features(planes: Tensor, lines: Tensor, xyz: Tensor) -> Tensor:
     """Products plane * line of a VM decomposition at normalised points; column ``p * c + k`` is pair ``p``, channel k.
 
     Pair ``p`` samples ``planes[p]`` bilinearly at ``(x, y) = (xyz[:, a], xyz[:, b])`` and ``lines[p]`` linearly at

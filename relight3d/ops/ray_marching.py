@@ -1,46 +1,17 @@
 # ruff: noqa: F722, UP037  (jaxtyping shape strings such as "n 3" are not forward references)
-"""Public ray-marching functions: input checks, then dispatch to the compiled kernels or the torch reference."""
+"""The public ray-marching functions: their signatures and documentation; checks and dispatch by :mod:`._dispatch`."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
-import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
-from relight3d.ops import _backend, _torch_impl
+from relight3d.ops._dispatch import check_grid, check_steps, public_op, run
 
 
-def _impl(name: str, like: Tensor) -> Callable:
-    """The implementation of op ``name`` for tensors on ``like``'s device."""
-    if _backend.active_backend(like.device.type) == "torch":
-        return getattr(_torch_impl, name)
-    from relight3d.ops import _wrapper  # imported only once a compiled extension exists
-
-    fn = getattr(_wrapper, name, None)
-    return fn if fn is not None else getattr(_torch_impl, name)
-
-
-def _check(name: str, device: torch.device, **tensors: Optional[Tensor]) -> None:
-    """Raise if any tensor is on another device or is not float32 / an integer type as its name implies."""
-    for key, t in tensors.items():
-        if t is None:
-            continue
-        if t.device != device:
-            raise ValueError(f"{name}: '{key}' is on {t.device} but the rays are on {device}; move it explicitly")
-        integer = key in ("ray_indices", "indices", "coords", "codes", "bitfield")
-        if integer and (t.is_floating_point() or t.is_complex()):
-            raise TypeError(f"{name}: '{key}' must be an integer tensor, got {t.dtype}")
-        if not integer and t.dtype != torch.float32:
-            raise TypeError(f"{name}: '{key}' must be float32, got {t.dtype}")
-
-
-def _check_shape(name: str, key: str, t: Tensor, shape: Tuple[int, ...]) -> None:
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{name}: '{key}' must have shape {shape}, got {tuple(t.shape)}")
-
-
+@public_op
 def ray_aabb_intersect(
     rays_o: Float[Tensor, "n 3"], rays_d: Float[Tensor, "n 3"], aabb: Float[Tensor, "6"], near_min: float = 0.0
 ) -> Tuple[Float[Tensor, " n"], Float[Tensor, " n"]]:
@@ -60,12 +31,10 @@ def ray_aabb_intersect(
         >>> ray_aabb_intersect(o, d, torch.tensor([-1.0, -1, -1, 1, 1, 1]))
         (tensor([2.]), tensor([4.]))
     """
-    _check("ray_aabb_intersect", rays_o.device, rays_o=rays_o, rays_d=rays_d, aabb=aabb)
-    _check_shape("ray_aabb_intersect", "rays_d", rays_d, tuple(rays_o.shape))
-    _check_shape("ray_aabb_intersect", "aabb", aabb, (6,))
-    return _impl("ray_aabb_intersect", rays_o)(rays_o, rays_d, aabb, near_min)
+    return run("ray_aabb_intersect", rays_o, rays_d, aabb, near_min)
 
 
+@public_op
 def morton3d(coords: Int[Tensor, "n 3"]) -> Int[Tensor, " n"]:
     """Morton (Z-order) codes of integer grid coordinates in ``[0, 1024)``.
 
@@ -73,10 +42,10 @@ def morton3d(coords: Int[Tensor, "n 3"]) -> Int[Tensor, " n"]:
         >>> morton3d(torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 1]]))
         tensor([1, 2, 7])
     """
-    _check("morton3d", coords.device, coords=coords)
-    return _impl("morton3d", coords)(coords)
+    return run("morton3d", coords)
 
 
+@public_op
 def morton3d_invert(codes: Int[Tensor, " n"]) -> Int[Tensor, "n 3"]:
     """Integer coordinates of Morton codes; inverse of :func:`morton3d`.
 
@@ -84,10 +53,10 @@ def morton3d_invert(codes: Int[Tensor, " n"]) -> Int[Tensor, "n 3"]:
         >>> morton3d_invert(torch.tensor([7]))
         tensor([[1, 1, 1]])
     """
-    _check("morton3d_invert", codes.device, codes=codes)
-    return _impl("morton3d_invert", codes)(codes)
+    return run("morton3d_invert", codes)
 
 
+@public_op
 def occupancy_cell_positions(
     indices: Int[Tensor, " n"], aabb: Float[Tensor, "6"], res: int, jitter: Optional[Float[Tensor, "n 3"]] = None
 ) -> Float[Tensor, "n 3"]:
@@ -97,10 +66,10 @@ def occupancy_cell_positions(
         >>> occupancy_cell_positions(torch.tensor([0]), torch.tensor([-1.0, -1, -1, 1, 1, 1]), 2)
         tensor([[-0.5000, -0.5000, -0.5000]])
     """
-    _check("occupancy_cell_positions", indices.device, indices=indices, aabb=aabb, jitter=jitter)
-    return _impl("occupancy_cell_positions", indices)(indices, aabb, res, jitter)
+    return run("occupancy_cell_positions", indices, aabb, res, jitter)
 
 
+@public_op
 def occupancy_grid_update(
     density_grid: Float[Tensor, "c m"], indices: Int[Tensor, " n"], values: Float[Tensor, " n"], decay: float
 ) -> Float[Tensor, "c m"]:
@@ -110,43 +79,44 @@ def occupancy_grid_update(
         >>> occupancy_grid_update(torch.zeros(1, 8), torch.tensor([3]), torch.tensor([2.0]), 0.95)[0, 3]
         tensor(2.)
     """
-    _check("occupancy_grid_update", density_grid.device, density_grid=density_grid, indices=indices, values=values)
-    return _impl("occupancy_grid_update", density_grid)(density_grid, indices, values, decay)
+    return run("occupancy_grid_update", density_grid, indices, values, decay)
 
 
-def pack_bitfield(density_grid: Float[Tensor, "c m"], threshold: float) -> Int[Tensor, " b"]:
+@public_op
+def pack_bitfield(density_grid: Float[Tensor, "c m"], threshold: float) -> UInt8[Tensor, " b"]:
     """Threshold an occupancy grid and pack it into a uint8 bitfield (cell ``i`` is bit ``i % 8`` of byte ``i // 8``).
 
     Example:
         >>> pack_bitfield(torch.tensor([[0.0, 1, 0, 0, 0, 0, 0, 1]]), 0.5)
         tensor([130], dtype=torch.uint8)
     """
-    _check("pack_bitfield", density_grid.device, density_grid=density_grid)
     if density_grid.numel() % 8:
         raise ValueError(f"pack_bitfield: the grid has {density_grid.numel()} cells, not a multiple of 8")
-    return _impl("pack_bitfield", density_grid)(density_grid, threshold)
+    return run("pack_bitfield", density_grid, threshold)
 
 
-def unpack_bitfield(bitfield: Int[Tensor, " b"]) -> Bool[Tensor, " m"]:
+@public_op
+def unpack_bitfield(bitfield: UInt8[Tensor, " b"]) -> Bool[Tensor, " m"]:
     """One bool per cell from a packed bitfield; inverse of :func:`pack_bitfield`."""
-    _check("unpack_bitfield", bitfield.device, bitfield=bitfield)
-    return _impl("unpack_bitfield", bitfield)(bitfield)
+    return run("unpack_bitfield", bitfield)
 
 
+@public_op
 def occupancy_lookup(
-    positions: Float[Tensor, "n 3"], bitfield: Int[Tensor, " b"], aabb: Float[Tensor, "6"], n_cascades: int, res: int
+    positions: Float[Tensor, "n 3"], bitfield: UInt8[Tensor, " b"], aabb: Float[Tensor, "6"], n_cascades: int, res: int
 ) -> Bool[Tensor, " n"]:
     """Whether each position lies in an occupied cell of a (cascaded) occupancy grid."""
-    _check("occupancy_lookup", positions.device, positions=positions, bitfield=bitfield, aabb=aabb)
-    return _impl("occupancy_lookup", positions)(positions, bitfield, aabb, n_cascades, res)
+    check_grid("occupancy_lookup", bitfield, n_cascades, res)
+    return run("occupancy_lookup", positions, bitfield, aabb, n_cascades, res)
 
 
+@public_op
 def march_rays_train(
     rays_o: Float[Tensor, "n 3"],
     rays_d: Float[Tensor, "n 3"],
     t_near: Float[Tensor, " n"],
     t_far: Float[Tensor, " n"],
-    bitfield: Int[Tensor, " b"],
+    bitfield: UInt8[Tensor, " b"],
     aabb: Float[Tensor, "6"],
     n_cascades: int,
     res: int,
@@ -183,33 +153,13 @@ def march_rays_train(
         >>> ids.shape
         torch.Size([20])
     """
-    name = "march_rays_train"
-    _check(name, rays_o.device, rays_o=rays_o, rays_d=rays_d, t_near=t_near, t_far=t_far, bitfield=bitfield,
-           aabb=aabb, jitter=jitter)
-    if bitfield.dtype != torch.uint8:
-        raise TypeError(f"{name}: 'bitfield' must be uint8, got {bitfield.dtype}")
-    n = rays_o.shape[0]
-    _check_shape(name, "rays_d", rays_d, (n, 3))
-    _check_shape(name, "t_near", t_near, (n,))
-    _check_shape(name, "t_far", t_far, (n,))
-    _check_shape(name, "bitfield", bitfield, (n_cascades * res**3 // 8,))
-    if jitter is not None:
-        _check_shape(name, "jitter", jitter, (n,))
-    if not 0 < dt_min <= dt_max:
-        raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
-    if res > _torch_impl.MAX_MORTON_RES or res % 2:
-        raise ValueError(f"{name}: res must be even and at most {_torch_impl.MAX_MORTON_RES}, got {res}")
-    return _impl(name, rays_o)(rays_o, rays_d, t_near, t_far, bitfield, aabb, n_cascades, res, dt_min, dt_max,
-                               dt_gamma, max_steps, jitter)
+    check_grid("march_rays_train", bitfield, n_cascades, res)
+    check_steps("march_rays_train", dt_min, dt_max)
+    return run("march_rays_train", rays_o, rays_d, t_near, t_far, bitfield, aabb, n_cascades, res, dt_min, dt_max,
+               dt_gamma, max_steps, jitter)  # fmt: skip
 
 
-def _check_packed(name: str, sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> None:
-    _check(name, sigmas.device, sigmas=sigmas, t_starts=t_starts, t_ends=t_ends, ray_indices=ray_indices)
-    s = sigmas.shape[0]
-    for key, t in (("t_starts", t_starts), ("t_ends", t_ends), ("ray_indices", ray_indices)):
-        _check_shape(name, key, t, (s,))
-
-
+@public_op
 def render_weights(
     sigmas: Float[Tensor, " s"],
     t_starts: Float[Tensor, " s"],
@@ -228,10 +178,10 @@ def render_weights(
         >>> w
         tensor([1., 0.])
     """
-    _check_packed("render_weights", sigmas, t_starts, t_ends, ray_indices)
-    return _impl("render_weights", sigmas)(sigmas, t_starts, t_ends, ray_indices, n_rays, t_thresh)
+    return run("render_weights", sigmas, t_starts, t_ends, ray_indices, n_rays, t_thresh)
 
 
+@public_op
 def accumulate_along_rays(
     weights: Float[Tensor, " s"], values: Optional[Float[Tensor, "s c"]], ray_indices: Int[Tensor, " s"], n_rays: int
 ) -> Float[Tensor, "n c"]:
@@ -241,10 +191,10 @@ def accumulate_along_rays(
         >>> accumulate_along_rays(torch.tensor([0.5, 0.5]), torch.tensor([[1.0], [3.0]]), torch.tensor([0, 0]), 1)
         tensor([[2.]])
     """
-    _check("accumulate_along_rays", weights.device, weights=weights, values=values, ray_indices=ray_indices)
-    return _impl("accumulate_along_rays", weights)(weights, values, ray_indices, n_rays)
+    return run("accumulate_along_rays", weights, values, ray_indices, n_rays)
 
 
+@public_op
 def composite_rays_train(
     sigmas: Float[Tensor, " s"],
     rgbs: Float[Tensor, "s 3"],
@@ -255,27 +205,17 @@ def composite_rays_train(
     t_thresh: float = 1e-4,
 ) -> Tuple[Float[Tensor, " s"], Float[Tensor, "n 3"], Float[Tensor, " n"], Float[Tensor, " n"]]:
     """Composite packed samples into ``(weights, image, depth, accumulation)``; differentiable in sigmas and rgbs."""
-    _check_packed("composite_rays_train", sigmas, t_starts, t_ends, ray_indices)
-    _check("composite_rays_train", sigmas.device, rgbs=rgbs)
-    return _impl("composite_rays_train", sigmas)(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, t_thresh)
+    return run("composite_rays_train", sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, t_thresh)
 
 
-def _check_alive(name: str, alive: Tensor, device: torch.device) -> None:
-    if alive.device != device:
-        raise ValueError(f"{name}: 'alive' is on {alive.device} but the rays are on {device}; move it explicitly")
-    if alive.is_floating_point() or alive.is_complex() or alive.dtype == torch.bool:
-        raise TypeError(f"{name}: 'alive' must be an integer tensor of ray indices, got {alive.dtype}")
-    if alive.dim() != 1:
-        raise ValueError(f"{name}: 'alive' must be 1-D, got shape {tuple(alive.shape)}")
-
-
+@public_op
 def march_rays_inference(
     rays_o: Float[Tensor, "n 3"],
     rays_d: Float[Tensor, "n 3"],
     t: Float[Tensor, " n"],
     t_far: Float[Tensor, " n"],
     alive: Int[Tensor, " a"],
-    bitfield: Int[Tensor, " b"],
+    bitfield: UInt8[Tensor, " b"],
     aabb: Float[Tensor, "6"],
     n_cascades: int,
     res: int,
@@ -321,26 +261,15 @@ def march_rays_inference(
         >>> round(float(acc[0]), 4)  # 1 - exp(-0.5 * 2)
         0.6321
     """
-    name = "march_rays_inference"
-    _check(name, rays_o.device, rays_o=rays_o, rays_d=rays_d, t=t, t_far=t_far, bitfield=bitfield, aabb=aabb)
-    _check_alive(name, alive, rays_o.device)
-    if bitfield.dtype != torch.uint8:
-        raise TypeError(f"{name}: 'bitfield' must be uint8, got {bitfield.dtype}")
-    n = rays_o.shape[0]
-    _check_shape(name, "rays_d", rays_d, (n, 3))
-    _check_shape(name, "t", t, (n,))
-    _check_shape(name, "t_far", t_far, (n,))
-    _check_shape(name, "bitfield", bitfield, (n_cascades * res**3 // 8,))
-    if not 0 < dt_min <= dt_max:
-        raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
-    if res > _torch_impl.MAX_MORTON_RES or res % 2:
-        raise ValueError(f"{name}: res must be even and at most {_torch_impl.MAX_MORTON_RES}, got {res}")
+    check_grid("march_rays_inference", bitfield, n_cascades, res)
+    check_steps("march_rays_inference", dt_min, dt_max)
     if n_steps < 1 or max_candidates < 1:
-        raise ValueError(f"{name}: need n_steps >= 1 and max_candidates >= 1, got {n_steps}, {max_candidates}")
-    return _impl(name, rays_o)(rays_o, rays_d, t, t_far, alive, bitfield, aabb, n_cascades, res, dt_min, dt_max,
-                               dt_gamma, n_steps, max_candidates)
+        raise ValueError(f"march_rays_inference: need n_steps, max_candidates >= 1, got {n_steps}, {max_candidates}")
+    return run("march_rays_inference", rays_o, rays_d, t, t_far, alive, bitfield, aabb, n_cascades, res, dt_min, dt_max,
+               dt_gamma, n_steps, max_candidates)  # fmt: skip
 
 
+@public_op
 def composite_rays_inference(
     sigmas: Float[Tensor, "a k"],
     rgbs: Float[Tensor, "a k 3"],
@@ -384,19 +313,5 @@ def composite_rays_inference(
         >>> acc
         tensor([0.6321, 0.0000])
     """
-    name = "composite_rays_inference"
-    _check(name, sigmas.device, sigmas=sigmas, rgbs=rgbs, t_starts=t_starts, t_ends=t_ends, t=t, t_far=t_far,
-           image=image, depth=depth, acc=acc, trans=trans)
-    _check_alive(name, alive, sigmas.device)
-    if sigmas.dim() != 2:
-        raise ValueError(f"{name}: 'sigmas' must have shape (n_alive, n_steps), got {tuple(sigmas.shape)}")
-    a, k = sigmas.shape
-    n = t.shape[0]
-    _check_shape(name, "rgbs", rgbs, (a, k, 3))
-    _check_shape(name, "t_starts", t_starts, (a, k))
-    _check_shape(name, "t_ends", t_ends, (a, k))
-    _check_shape(name, "alive", alive, (a,))
-    for key, x in (("t", t), ("t_far", t_far), ("depth", depth), ("acc", acc), ("trans", trans)):
-        _check_shape(name, key, x, (n,))
-    _check_shape(name, "image", image, (n, 3))
-    return _impl(name, sigmas)(sigmas, rgbs, t_starts, t_ends, alive, t, t_far, image, depth, acc, trans, t_thresh)
+    return run("composite_rays_inference", sigmas, rgbs, t_starts, t_ends, alive, t, t_far, image, depth, acc, trans,
+               t_thresh)  # fmt: skip

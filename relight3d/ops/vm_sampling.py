@@ -1,5 +1,5 @@
 # ruff: noqa: F722, UP037  (jaxtyping shape strings such as "n 3" are not forward references)
-"""Sampling of a TensoRF vector-matrix (VM) decomposition: input checks, then the compiled kernels or the reference.
+"""Sampling of a TensoRF vector-matrix (VM) decomposition: the public op (checks and dispatch by :mod:`._dispatch`).
 
 The compiled kernels (``sample_vm_features_fwd`` / ``_bwd`` in ``cuda_ext/csrc/vm*.cpp``, ``vm_cuda.cu``) compute
 the same values as :func:`relight3d.ops._torch_impl.sample_vm_features` (``F.grid_sample``) and the gradients w.r.t.
@@ -10,13 +10,13 @@ gradient, possibly with ``create_graph=True`` for a loss on them) the op runs th
 
 from __future__ import annotations
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.ops.ray_marching import _impl
+from relight3d.ops._dispatch import public_op, run
 
 
+@public_op
 def sample_vm_features(
     planes: Float[Tensor, "3 c h w"], lines: Float[Tensor, "3 c l 1"], xyz: Float[Tensor, "n 3"]
 ) -> Float[Tensor, "n 3c"]:
@@ -46,18 +46,6 @@ def sample_vm_features(
         >>> sample_vm_features(planes, lines, torch.tensor([[0.0, 0.0, 1.0]]))  # z=1 for pair 0, y=0, x=0
         tensor([[3.0000, 3.0000, 1.5000, 1.5000, 1.5000, 1.5000]])
     """
-    name = "sample_vm_features"
-    for key, t in (("planes", planes), ("lines", lines), ("xyz", xyz)):
-        if t.device != planes.device:
-            raise ValueError(f"{name}: '{key}' is on {t.device} but 'planes' is on {planes.device}; move it explicitly")
-        if t.dtype != torch.float32:
-            raise TypeError(f"{name}: '{key}' must be float32, got {t.dtype}")
-    if planes.dim() != 4 or planes.shape[0] != 3 or planes.shape[2] == 0 or planes.shape[3] == 0:
-        raise ValueError(f"{name}: 'planes' must have shape (3, C, H, W) with H, W > 0, got {tuple(planes.shape)}")
-    c = planes.shape[1]
-    if lines.dim() != 4 or lines.shape[0] != 3 or lines.shape[1] != c or lines.shape[2] == 0 or lines.shape[3] != 1:
-        raise ValueError(f"{name}: 'lines' must have shape (3, {c}, L, 1) with L > 0, got {tuple(lines.shape)}")
-    if xyz.dim() != 2 or xyz.shape[1] != 3:
-        raise ValueError(f"{name}: 'xyz' must have shape (n, 3), got {tuple(xyz.shape)}")
-    return _impl(name, planes)(planes, lines, xyz)
-
+    if 0 in planes.shape[2:] or lines.shape[2] == 0:
+        raise ValueError(f"sample_vm_features: empty planes or lines, {tuple(planes.shape)} and {tuple(lines.shape)}")
+    return run("sample_vm_features", planes, lines, xyz)

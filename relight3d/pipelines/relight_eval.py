@@ -111,7 +111,7 @@ def _blender_eval(data: Path, folder: Path, split: str, scale: float, source: st
 def _benchmark_light_split(data: Path, envname: str) -> Optional[str]:
     """``test_light{k}`` when the data folder's ``meta.json`` lists light ``k`` named ``envname`` and that split
     exists (the Cycles benchmark's Blender layout)."""
-    from relight3d.benchmark.layout import read_meta, split_for_light
+    from relight3d.data.benchmark_layout import read_meta, split_for_light
 
     for k, light in enumerate(read_meta(data).get("lights") or []):
         if isinstance(light, dict) and light.get("name") == envname and k > 0:

@@ -11,29 +11,32 @@ when it has them (Objaverse: the training light's images; Blender: ``transforms_
 when its cameras are the eval views'), else the trained field's render of the views before relighting.
 Output folders are named after the maps' file stems made safe (:mod:`relight3d.output_names`), so nothing is
 written outside ``output``.
+
+The caller builds the ``relight3d-gaffer`` trainer config each map's run starts from
+(:func:`relight3d.method_configs.gaffer_config`, in the apps layer above this one) and passes it in the
+:class:`RelightJob`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import copy
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 
+from relight3d.engine.trainer import Relight3DTrainerConfig
 from relight3d.errors import ConfigError
 from relight3d.output_names import OutputNames
-from relight3d.pipelines.relight_eval import EvalViews, find_eval_views, gt_views_for_light
-from relight3d.priors.base import RelightingPriorConfig
-from relight3d.priors.physical import PhysicalPriorConfig
+from relight3d.pipelines.relight_eval import EvalViews, find_eval_views
+from relight3d.pipelines.relight_field import load_field_run, render_view, straight_rgb, view_points
+from relight3d.pipelines.relight_stage1 import write_png
 
 
 @dataclass
@@ -46,28 +49,21 @@ class RelightJob:
     """Target environment maps (.exr / .hdr)."""
     output: Path
     """Folder for one run per map, their evaluations, videos and the report."""
-    prior: RelightingPriorConfig = field(default_factory=PhysicalPriorConfig)
-    """The relighting prior."""
+    method: Relight3DTrainerConfig
+    """The relight3d-gaffer trainer config every map's run starts from (``relight3d.method_configs.gaffer_config``:
+    the stage lengths, the prior, the device and the batch size are taken from it as they are)."""
     strengths: Optional[Sequence[float]] = None
     """Radiance multiplier per target map (default 1, or the strength recorded in the data's meta.json)."""
     source_strength: Optional[float] = None
     """Radiance multiplier of the training light (default 1, or the data's meta.json)."""
     rotation_deg: float = 0.0
     """Rotation of every target map about the up axis."""
-    stage1_steps: int = 2500
-    """Stage-1 iterations per map."""
-    stage2_steps: int = 500
-    """Stage-2 iterations per map."""
     data: Optional[Path] = None
     """Data folder (default: the trained run's)."""
     video_frames: int = 48
     """Frames of the rotating-light video (0: no video)."""
     video_fps: float = 24.0
     """Frames per second of the video."""
-    device: str = "cpu"
-    """Where training runs."""
-    rays_per_batch: Optional[int] = None
-    """Override of the training rays per batch."""
     eval_data: Optional[Sequence[Optional[Path]]] = None
     """Ground truth per target map, in the same order: a Blender-layout folder whose ``transforms_test.json`` views
     are rendered under that map (None for a map: look in the data folder, see the module docstring)."""
@@ -81,8 +77,6 @@ class RelightJob:
 def trained_field_weights(pipeline) -> Iterator[None]:  # noqa: ANN001
     """Inside the block, ``pipeline.model`` holds the trained field's weights (its training-light appearance);
     the relit weights come back afterwards."""
-    from relight3d.pipelines.relighting import load_field_run
-
     _, field_state, _ = load_field_run(Path(pipeline.config.field_run))
     relit_state = {k: v.clone() for k, v in pipeline.model.state_dict().items()}
     pipeline.model.load_state_dict(field_state, strict=False)
@@ -96,16 +90,13 @@ def trained_field_weights(pipeline) -> Iterator[None]:  # noqa: ANN001
 def render_views(model, cameras, out_dir: Path, names: Sequence[str]) -> None:  # noqa: ANN001
     """Render ``cameras`` as straight-alpha RGBA PNGs (alpha = accumulation) named ``names``: composited on the
     model's background, as the evaluation does, they give back the render."""
-    from relight3d.pipelines.relighting import render_view, straight_rgb
-
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
     for i, name in enumerate(names):
         out = render_view(model, cameras[i : i + 1])
         acc = out["accumulation"].clamp(0, 1)
-        rgba = torch.cat([straight_rgb(out["rgb"], acc, model.background), acc], -1).cpu().numpy()
-        Image.fromarray((rgba * 255 + 0.5).astype(np.uint8)).save(out_dir / name)
+        write_png(out_dir / name, torch.cat([straight_rgb(out["rgb"], acc, model.background), acc], -1))
     model.train(was_training)
 
 
@@ -177,7 +168,6 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
     """
     from relight3d.export.video import RotatingLightPath, render_video
     from relight3d.lighting import rotate_envmap_about_up
-    from relight3d.pipelines.relighting import camera_rays, render_view, straight_rgb
 
     if n_frames <= 0:
         return None
@@ -187,10 +177,8 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
         gb = render_view(pipeline.model, camera, ("normals",))
     mask = gb["accumulation"].clamp(0, 1)[None].cpu()
     source_rgb = straight_rgb(gb["rgb"].cpu(), mask[0], pipeline.model.background.cpu())
-    origins, directions, _ = camera_rays(camera)
-    points = (origins + directions * gb["depth"].reshape(-1, 1).to(directions)).reshape(source_rgb.shape)
-    directions = directions.reshape(source_rgb.shape)
-    gbuffers = _view_gbuffers(pipeline, gb["normals"].cpu(), points.cpu(), directions.cpu(), mask)
+    points, directions = view_points(camera, gb["depth"].cpu())
+    gbuffers = _view_gbuffers(pipeline, gb["normals"].cpu(), points, directions, mask)
     target = pipeline.target_envmap()
     source = pipeline.source_envmap()
     prior = pipeline.prior
@@ -205,23 +193,16 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
         alpha = mask[0]
         return relit * alpha + (1 - alpha) * model.background.cpu()
 
-    path = RotatingLightPath(frame)
-    cams = camera.__class__(
-        camera_to_worlds=camera.camera_to_worlds.repeat(n_frames, 1, 1),
-        fx=camera.fx.repeat(n_frames, 1),
-        fy=camera.fy.repeat(n_frames, 1),
-        cx=camera.cx.repeat(n_frames, 1),
-        cy=camera.cy.repeat(n_frames, 1),
-        width=camera.width.repeat(n_frames, 1),
-        height=camera.height.repeat(n_frames, 1),
-        camera_type=camera.camera_type.repeat(n_frames, 1),
-    )
-    return render_video(pipeline, cams, out, light_path=path, fps=fps, progress=False).path
+    cams = camera[torch.zeros(n_frames, dtype=torch.long)]  # the same camera for every frame
+    return render_video(pipeline, cams, out, light_path=RotatingLightPath(frame), fps=fps, progress=False).path
 
 
 def _check_job(job: RelightJob) -> None:
     from relight3d.lighting import read_envmap
+    from relight3d.pipelines.relighting import RelightingPipelineConfig
 
+    if not isinstance(job.method.pipeline, RelightingPipelineConfig):
+        raise ConfigError("method", f"relighting runs relight3d-gaffer, not {job.method.method_name}")
     if not job.envmaps:
         raise ConfigError("--envmap", "give at least one target environment map")
     for env in job.envmaps:
@@ -242,6 +223,7 @@ def _score(run_dir: Path, pipeline, views: EvalViews, object_name: str, light: s
     """Render the eval views relit and the baseline, link the ground truth, compare; returns the result and the
     baseline's origin."""
     from relight3d.eval.evaluate import compare
+    from relight3d.eval.report import write_report
 
     names = list(views.gt)
     if views.cameras is not None:
@@ -267,8 +249,8 @@ def _score(run_dir: Path, pipeline, views: EvalViews, object_name: str, light: s
         baseline_dir=run_dir / "baseline",
         object_name=object_name,
         light=light,
-        output=run_dir / "report",
     )
+    write_report(result, run_dir / "report")
     return result, baseline
 
 
@@ -278,7 +260,6 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
     from relight3d.engine.loading import read_trainer_config
     from relight3d.engine.run import train
     from relight3d.eval.report import write_report
-    from relight3d.method_configs import gaffer_config
 
     _check_job(job)
     trained = read_trainer_config(job.field_run)
@@ -294,16 +275,14 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
     output.mkdir(parents=True, exist_ok=True)
     results: Dict[str, Dict[str, Any]] = {}
     combined = None
-    prior_name = type(job.prior).__name__.replace("PriorConfig", "").lower() or "prior"
+    prior_name = type(job.method.pipeline.prior).__name__.replace("PriorConfig", "").lower() or "prior"
     names = OutputNames(fallback="envmap")
     for env, strength, views in zip(job.envmaps, strengths, evals):
         envname = Path(env).stem
         name = names.add(envname)
-        cfg = gaffer_config(job.stage1_steps, job.stage2_steps)
-        cfg.machine.device_type = job.device
+        cfg = copy.deepcopy(job.method)
         cfg.pipeline.field_run = Path(job.field_run)
         cfg.pipeline.target_envmap = Path(env)
-        cfg.pipeline.prior = dataclasses.replace(job.prior)
         cfg.pipeline.source_envmap = Path(job.source_envmap) if job.source_envmap is not None else None
         cfg.pipeline.estimate_source = job.estimate_source
         cfg.pipeline.field_cache_dir = output / "field_cache"  # G-buffers and shadows: traced once for all maps
@@ -316,19 +295,12 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
         cfg.pipeline.source_envmap_strength = float(src) if src is not None else 1.0
         if job.rotation_deg:
             cfg.pipeline.target_rotation_deg = job.rotation_deg
-        if job.rays_per_batch:
-            cfg.pipeline.datamanager.train_num_rays_per_batch = job.rays_per_batch
         run_dir = output / name
         started = time.perf_counter()
         trainer = train(cfg, data, run_dir, experiment_name=name)
         pipeline = trainer.pipeline
 
-        entry: Dict[str, Any] = {"train_seconds": time.perf_counter() - started}
-        timings = pipeline.timings
-        if timings["stage1_views"]:
-            entry["stage1_views_per_second"] = timings["stage1_views"] / max(timings["stage1_seconds"], 1e-9)
-        if timings["stage2_iters"]:
-            entry["stage2_iterations_per_second"] = timings["stage2_iters"] / max(timings["stage2_seconds"], 1e-9)
+        entry: Dict[str, Any] = {"train_seconds": time.perf_counter() - started, **pipeline.state.timings.rates()}
         if views is not None:
             result, baseline = _score(run_dir, pipeline, views, data.name, envname, prior_name)
             combined = result if combined is None else combined.extend(result)
@@ -350,14 +322,3 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
         write_report(combined, output / "report", title=f"relight3d relighting: {data.name}")
     (output / "summary.json").write_text(json.dumps(results, indent=2))
     return results
-
-
-__all__: List[str] = [
-    "EvalViews",
-    "RelightJob",
-    "find_eval_views",
-    "gt_views_for_light",
-    "render_eval_views",
-    "render_views",
-    "run_relighting",
-]

@@ -14,203 +14,36 @@ Every loss weight is an :class:`AnnealedValue`. Prior views of more than ``prior
 chunk by chunk under gradient checkpointing, which bounds memory on a CPU. The pipeline owns the prior; the model
 stays a radiance field (:mod:`relight3d.models.sds`). With the prior weight at 0 no Stable Diffusion is loaded and
 the run is reconstruction only.
+
+The views (reference image, prior cameras, chunked rendering) are in :mod:`relight3d.pipelines.sds_views`, the
+weights and regularisers in :mod:`relight3d.pipelines.sds_losses`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
-from relight3d.data.datamanager import InMemoryDataManagerConfig
-from relight3d.data.errors import DataError
-from relight3d.data.single_image import (  # pad_image_to_square: cached under the user's cache folder
-    SingleImageDataParser,
-    SingleImageDataParserConfig,
-    look_at_camera_to_world,
-    orbit_position,
-    pad_image_to_square,
-)
-from relight3d.data.validation import image_size
+from relight3d.errors import ConfigError
 from relight3d.eval.image_metrics import psnr
 from relight3d.models.base import OccupancyFieldModelConfig
 from relight3d.models.sds import SDSNGPModelConfig
+from relight3d.pipelines.sds_losses import AnnealedValue, alpha_entropy, annealed, normal_smoothness_2d
+from relight3d.pipelines.sds_views import (
+    PriorView,
+    ReferenceViewDataManagerConfig,
+    orbit_camera,
+    render_square_view,
+    sample_prior_view,
+)
 from relight3d.priors.stable_diffusion import StableDiffusionGuidance, StableDiffusionGuidanceConfig
-
-
-# --- annealed weights ---------------------------------------------------------------------------------------------
-@dataclass
-class AnnealedValue:
-    """A value that may change over training: ``start`` until annealing, reaching ``end`` at ``end_iteration``."""
-
-    start: float = 0.0
-    """Value at iteration 0 (and throughout when ``end`` is None)."""
-    end: Optional[float] = None
-    """Value from ``end_iteration`` on; None keeps ``start`` constant."""
-    end_iteration: int = 5000
-    """Iteration at which ``end`` is reached."""
-    schedule: Literal["linear", "log"] = "linear"
-    """Interpolation: linear, or linear in log space (start and end must then be positive)."""
-
-    def value(self, step: int) -> float:
-        """The value at iteration ``step``."""
-        if self.end is None or self.end == self.start:
-            return self.start
-        frac = min(max(step / max(self.end_iteration, 1), 0.0), 1.0)
-        if self.schedule == "log":
-            if self.start <= 0 or self.end <= 0:
-                raise ValueError(f"AnnealedValue: log schedule needs positive start and end, got {self}")
-            return math.exp((1.0 - frac) * math.log(self.start) + frac * math.log(self.end))
-        return (1.0 - frac) * self.start + frac * self.end
-
-    def ever_positive(self) -> bool:
-        """Whether the value is above 0 at some iteration."""
-        return self.start > 0 or (self.end is not None and self.end > 0)
-
-
-def _weight(value: float) -> Any:
-    return field(default_factory=lambda: AnnealedValue(value))
-
-
-# --- the reference image ------------------------------------------------------------------------------------------
-@dataclass
-class ReferenceImageDataParserConfig(SingleImageDataParserConfig):
-    """The input RGBA image of single-image reconstruction (square), seen from a configurable camera.
-
-    Defaults follow RealFusion: the camera 15 degrees above the horizon (pose angle 75 from the vertical), 1.8 from
-    the centre, a 55-degree field of view, a scene box of half-size 0.75.
-    """
-
-    _target: Type = field(default_factory=lambda: ReferenceImageDataParser)
-    """Dataparser class to instantiate."""
-    elevation: float = 15.0
-    """Camera elevation in degrees above the horizontal plane."""
-    radius: float = 1.8
-    """Camera distance from the origin."""
-    fov: float = 55.0
-    """Field of view in degrees."""
-    scene_scale: float = 0.75
-    """Half-size of the scene box (RealFusion's bound)."""
-    pad_to_square: bool = False
-    """Pad a non-square image with transparent pixels to a square (otherwise a non-square image is an error)."""
-
-
-class ReferenceImageDataParser(SingleImageDataParser):
-    """:class:`SingleImageDataParser` that requires (or pads to) a square image."""
-
-    config: ReferenceImageDataParserConfig
-
-    def _generate_dataparser_outputs(self, split: str = "train") -> DataparserOutputs:
-        path = Path(self.config.data)
-        (width, height), mode = image_size(path)
-        if mode in ("RGBA", "LA") and width != height:
-            if not self.config.pad_to_square:
-                raise DataError(
-                    path,
-                    f"image is {width}x{height} but must be square: crop it, or pad it with "
-                    "--pipeline.datamanager.dataparser.pad-to-square True",
-                )
-            path = pad_image_to_square(path)
-        return SingleImageDataParser(dataclasses.replace(self.config, data=path))._generate_dataparser_outputs(split)
-
-
-@dataclass
-class ReferenceViewDataManagerConfig(InMemoryDataManagerConfig):
-    """Random rays of the reference image."""
-
-    dataparser: ReferenceImageDataParserConfig = field(default_factory=ReferenceImageDataParserConfig)  # type: ignore
-    """The reference image and its camera."""
-    train_num_rays_per_batch: int = 4096
-    """Reference-view rays per iteration (RealFusion: 4096)."""
-    eval_num_rays_per_batch: int = 4096
-    """Rays per evaluation batch."""
-
-
-# --- prior cameras ------------------------------------------------------------------------------------------------
-@dataclass
-class PriorView:
-    """A camera for the prior: pose, field of view and the prompt direction it maps to."""
-
-    camera_to_world: Float[Tensor, "3 4"]
-    fov: float
-    elevation: float
-    azimuth: float
-    """Azimuth relative to the reference view, in (-180, 180]."""
-    radius: float
-    direction: Optional[str]
-    """'front' / 'side' / 'back' / 'overhead' / 'bottom', or None for the reference camera (plain prompt)."""
-
-
-def view_direction(elevation: float, relative_azimuth: float, angle_front: float, angle_overhead: float) -> str:
-    """The prompt direction of a camera: overhead/bottom within ``angle_overhead`` of the poles, else front/back
-    within ``angle_front / 2`` of the reference azimuth / its opposite, else side."""
-    if elevation >= 90.0 - angle_overhead:
-        return "overhead"
-    if elevation <= -(90.0 - angle_overhead):
-        return "bottom"
-    a = abs((relative_azimuth + 180.0) % 360.0 - 180.0)
-    if a <= angle_front / 2.0:
-        return "front"
-    if a >= 180.0 - angle_front / 2.0:
-        return "back"
-    return "side"
-
-
-def camera_rays(
-    camera_to_world: Float[Tensor, "3 4"], fov: float, size: int
-) -> Tuple[Float[Tensor, "n 3"], Float[Tensor, "n 3"]]:
-    """Origins and unit directions of a square pinhole image (OpenGL camera: -Z forward, +Y up), row-major."""
-    focal = 0.5 * size / math.tan(math.radians(fov) / 2.0)
-    c2w = camera_to_world.float()
-    pix = torch.arange(size, device=c2w.device, dtype=torch.float32) + 0.5
-    v, u = torch.meshgrid(pix, pix, indexing="ij")
-    dirs_cam = torch.stack([(u - size / 2) / focal, -(v - size / 2) / focal, -torch.ones_like(u)], -1)
-    dirs = F.normalize(dirs_cam.reshape(-1, 3) @ c2w[:, :3].T, dim=-1)
-    return c2w[:, 3].expand_as(dirs).contiguous(), dirs
-
-
-def gaussian_blur(images: Float[Tensor, "b c h w"], kernel_size: int) -> Float[Tensor, "b c h w"]:
-    """Separable Gaussian blur with torchvision's default sigma for the kernel size, reflect-padded."""
-    sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
-    x = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - (kernel_size - 1) / 2
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = images.shape[1]
-    pad = kernel_size // 2
-    out = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def alpha_entropy(accumulation: Tensor) -> Tensor:
-    """Mean binary entropy (bits) of per-ray opacity: low when rays are either empty or opaque."""
-    a = accumulation.clamp(1e-5, 1.0 - 1e-5)
-    return (-a * torch.log2(a) - (1.0 - a) * torch.log2(1.0 - a)).mean()
-
-
-def normal_smoothness_2d(normal_image: Float[Tensor, "b 3 h w"], kernel_size: int) -> Tensor:
-    """RealFusion's 2D smoothness: MSE between the normal image and its (detached) Gaussian blur."""
-    return F.mse_loss(normal_image, gaussian_blur(normal_image, kernel_size).detach())
-
-
-def _merge_chunks(parts: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
-    """Concatenate per-ray outputs of ray chunks; sum (and detach) the 'num_*' counters."""
-    merged = {}
-    for k in parts[0]:
-        values = [p[k] for p in parts]
-        merged[k] = torch.stack(values).sum().detach() if k.startswith("num_") else torch.cat(values)
-    return merged
 
 
 # --- the pipeline ---------------------------------------------------------------------------------------------------
@@ -227,17 +60,17 @@ class ScoreDistillationPipelineConfig(VanillaPipelineConfig):
     guidance: StableDiffusionGuidanceConfig = field(default_factory=StableDiffusionGuidanceConfig)
     """The Stable Diffusion prior (loaded only for training with a prior weight above 0)."""
 
-    image_loss_weight: AnnealedValue = _weight(5.0)
+    image_loss_weight: AnnealedValue = annealed(5.0)
     """Weight of the reference-view image loss (MSE inside the mask)."""
-    mask_loss_weight: AnnealedValue = _weight(0.5)
+    mask_loss_weight: AnnealedValue = annealed(0.5)
     """Weight of the reference-view mask loss (MSE between accumulation and alpha)."""
-    prior_loss_weight: AnnealedValue = _weight(1.0)
+    prior_loss_weight: AnnealedValue = annealed(1.0)
     """Weight of the SDS prior on random views; 0 = reconstruction only (no Stable Diffusion is loaded)."""
-    entropy_loss_weight: AnnealedValue = _weight(1e-4)
+    entropy_loss_weight: AnnealedValue = annealed(1e-4)
     """Weight of the alpha entropy of the prior views."""
-    orientation_loss_weight: AnnealedValue = _weight(1e-2)
+    orientation_loss_weight: AnnealedValue = annealed(1e-2)
     """Weight of the orientation loss of the prior views (normals facing away from the camera)."""
-    normal_smoothness_loss_weight: AnnealedValue = _weight(0.5)
+    normal_smoothness_loss_weight: AnnealedValue = annealed(0.5)
     """Weight of the 2D normal-smoothness loss of the prior views."""
     normal_smoothness_kernel_size: int = 9
     """Gaussian kernel size of the 2D normal-smoothness loss."""
@@ -301,16 +134,14 @@ class ScoreDistillationPipeline(VanillaPipeline):
         grad_scaler: Optional[Any] = None,
         guidance: Optional[StableDiffusionGuidance] = None,
     ) -> None:
-        weights = [
-            config.image_loss_weight, config.mask_loss_weight, config.prior_loss_weight,
-        ]  # fmt: skip
+        weights = [config.image_loss_weight, config.mask_loss_weight, config.prior_loss_weight]
         if not any(w.ever_positive() for w in weights):
-            raise DataError("--pipeline.prior-loss-weight", "the image, mask and prior weights are all 0")
+            raise ConfigError("--pipeline.prior-loss-weight", "the image, mask and prior weights are all 0")
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.guidance: Optional[StableDiffusionGuidance] = guidance
         if guidance is None and test_mode == "val" and config.prior_loss_weight.ever_positive():
             if config.guidance.pretrained_model_path is None:
-                raise DataError(
+                raise ConfigError(
                     "--pipeline.guidance.pretrained-model-path",
                     f"not set: the SDS prior (weight {config.prior_loss_weight.start:g}) needs a local Stable "
                     "Diffusion folder in the diffusers layout; set it, or set --pipeline.prior-loss-weight.start 0 "
@@ -318,39 +149,19 @@ class ScoreDistillationPipeline(VanillaPipeline):
                 )
             self.guidance = config.guidance.setup(device=device)
         parser_cfg = self.datamanager.dataparser.config  # type: ignore[attr-defined]
-        self.reference_elevation = float(parser_cfg.elevation)
         self.reference_azimuth = float(parser_cfg.azimuth)
-        self.reference_radius = float(parser_cfg.radius)
-        self.reference_fov = float(parser_cfg.fov)
+        """The reference camera's absolute azimuth (prior cameras' azimuths are relative to it)."""
+        radius, elevation = float(parser_cfg.radius), float(parser_cfg.elevation)
+        c2w = orbit_camera(radius, elevation, self.reference_azimuth)
+        self.reference = PriorView(c2w, float(parser_cfg.fov), elevation, 0.0, radius, None)
+        """The reference camera (the input image's), as a prior view with the plain prompt."""
 
-    # --- cameras ----------------------------------------------------------------------------------------------------
-    def reference_camera_to_world(self) -> Float[Tensor, "3 4"]:
-        """The reference camera's pose."""
-        pos = orbit_position(self.reference_radius, self.reference_elevation, self.reference_azimuth)
-        return torch.from_numpy(look_at_camera_to_world(pos)).float()
-
+    # --- cameras and rendering --------------------------------------------------------------------------------------
     def sample_prior_view(self, step: int) -> PriorView:
-        """The camera of this iteration's prior view (random, or the jittered reference camera)."""
-        cfg = self.config
-        if cfg.reference_camera_every > 0 and step % cfg.reference_camera_every == 0:
-            pos = orbit_position(self.reference_radius, self.reference_elevation, self.reference_azimuth)
-            pos = pos + np.random.normal(0.0, cfg.reference_camera_noise, 3) if cfg.reference_camera_noise > 0 else pos
-            c2w = torch.from_numpy(look_at_camera_to_world(pos)).float()
-            return PriorView(c2w, self.reference_fov, self.reference_elevation, 0.0, self.reference_radius, None)
-        radius = float(np.random.uniform(*cfg.radius_range))
-        fov = float(np.random.uniform(*cfg.fov_range))
-        if np.random.rand() < cfg.uniform_sphere_rate:
-            # Uniform on the upper hemisphere: the height of a uniform point on a sphere is uniform (Archimedes).
-            elevation = math.degrees(math.asin(float(np.random.uniform(0.0, 1.0))))
-            relative_azimuth = float(np.random.uniform(-180.0, 180.0))
-        else:
-            elevation = float(np.random.uniform(*cfg.elevation_range))
-            relative_azimuth = float(np.random.uniform(*cfg.azimuth_range))
-        relative_azimuth = (relative_azimuth + 180.0) % 360.0 - 180.0
-        pos = orbit_position(radius, elevation, self.reference_azimuth + relative_azimuth)
-        c2w = torch.from_numpy(look_at_camera_to_world(pos)).float()
-        direction = view_direction(elevation, relative_azimuth, cfg.angle_front, cfg.angle_overhead)
-        return PriorView(c2w, fov, elevation, relative_azimuth, radius, direction)
+        """The camera of this iteration's prior view: the jittered reference camera every ``reference_camera_every``
+        iterations, else a random one (:func:`~relight3d.pipelines.sds_views.sample_prior_view`)."""
+        every = self.config.reference_camera_every
+        return sample_prior_view(self.config, self.reference, self.reference_azimuth, every > 0 and step % every == 0)
 
     def sample_shading(self, step: int) -> str:
         """Albedo during the albedo-only iterations, then random per the configured probabilities."""
@@ -359,7 +170,6 @@ class ScoreDistillationPipeline(VanillaPipeline):
         p = np.asarray(self.config.shading_probabilities, dtype=np.float64)
         return str(np.random.choice(["albedo", "lambertian", "textureless"], p=p / p.sum()))
 
-    # --- rendering ----------------------------------------------------------------------------------------------------
     def render_view(
         self,
         camera_to_world: Float[Tensor, "3 4"],
@@ -370,42 +180,22 @@ class ScoreDistillationPipeline(VanillaPipeline):
         background: Optional[Tensor] = None,
         with_normals: bool = False,
     ) -> Dict[str, Tensor]:
-        """Render a square view; outputs are images ``[size, size, c]``."""
-        origins, directions = camera_rays(camera_to_world.to(self.device), fov, size)
+        """Render a square view under a shading mode (the model's ``render_shaded``, :mod:`relight3d.models.sds`);
+        outputs are images ``[size, size, c]``. Large views with gradients go in checkpointed chunks
+        (``prior_rays_per_chunk``, :func:`~relight3d.pipelines.sds_views.render_square_view`)."""
         ambient = 1.0 if shading == "albedo" else self.config.ambient_ratio
         model: Any = self.model
 
         def render(o: Tensor, d: Tensor) -> Dict[str, Tensor]:
             return model.render_shaded(o, d, shading, light_direction, ambient, background, with_normals, self.training)
 
-        chunk = self.config.prior_rays_per_chunk
-        n = origins.shape[0]
-        if not torch.is_grad_enabled():  # evaluation: plain chunks of the model's evaluation size
-            step = model.config.eval_num_rays_per_chunk
-            out = _merge_chunks([render(origins[s : s + step], directions[s : s + step]) for s in range(0, n, step)])
-        elif chunk <= 0 or n <= chunk:
-            out = render(origins, directions)
-        else:
-            keys = ["rgb", "accumulation", "depth", "num_samples", "num_visible_samples"]
-            if with_normals or shading != "albedo":
-                keys += ["normals", "orientation_loss"]
-
-            def render_chunk(o: Tensor, d: Tensor, _anchor: Tensor) -> Tuple[Tensor, ...]:
-                result = render(o, d)
-                return tuple(result[k] for k in keys)
-
-            # Reentrant checkpointing: the forward keeps no graph; the backward re-renders one chunk at a time (the
-            # jitter's random state is replayed) and back-propagates it before the next, so that only one chunk's
-            # graph ever exists. (The non-reentrant variant keeps recomputed tensors that are never unpacked until
-            # the whole backward ends, which on a CPU adds up to the whole view.) ``_anchor`` requires grad so
-            # that the outputs do and the backward reaches the chunks.
-            anchor = torch.ones((), device=origins.device, requires_grad=True)
-            pieces = [
-                checkpoint(render_chunk, origins[s : s + chunk], directions[s : s + chunk], anchor, use_reentrant=True)
-                for s in range(0, n, chunk)
-            ]
-            out = _merge_chunks([dict(zip(keys, piece)) for piece in pieces])
-        return {k: (v.view(size, size, -1) if v.dim() == 2 else v) for k, v in out.items()}
+        keys = ["rgb", "accumulation", "depth", "num_samples", "num_visible_samples"]
+        if with_normals or shading != "albedo":
+            keys += ["normals", "orientation_loss"]
+        return render_square_view(
+            render, camera_to_world.to(self.device), fov, size, self.config.prior_rays_per_chunk,
+            model.config.eval_num_rays_per_chunk, keys,
+        )  # fmt: skip
 
     # --- training -----------------------------------------------------------------------------------------------------
     def get_train_loss_dict(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor], Dict[str, Tensor]]:
@@ -436,7 +226,7 @@ class ScoreDistillationPipeline(VanillaPipeline):
                 raise RuntimeError("ScoreDistillationPipeline: the prior weight is above 0 but no guidance is loaded")
             losses.update(self._prior_view_losses(step, w_prior, metrics))
         if not losses:
-            raise RuntimeError(f"ScoreDistillationPipeline: every loss weight is 0 at iteration {step}")
+            raise ConfigError("--pipeline.*-loss-weight", f"every loss weight is 0 at iteration {step}")
         return outputs, losses, metrics
 
     def _prior_view_losses(self, step: int, w_prior: float, metrics: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -485,7 +275,7 @@ class ScoreDistillationPipeline(VanillaPipeline):
         if size is not None and size != image.shape[0]:
             image = F.interpolate(image.permute(2, 0, 1)[None], (size, size), mode="area")[0].permute(1, 2, 0)
         side = image.shape[0]
-        render = self.render_view(self.reference_camera_to_world(), self.reference_fov, side)
+        render = self.render_view(self.reference.camera_to_world, self.reference.fov, side)
         if was_training:
             self.train()
         rgb, alpha = image[..., :3], image[..., 3:]
@@ -506,13 +296,12 @@ class ScoreDistillationPipeline(VanillaPipeline):
         if self.config.eval_views > 0:
             was_training = self.training
             self.eval()
-            size = self.config.render_size
+            ref, size = self.reference, self.config.render_size
             renders = []
             for k in range(self.config.eval_views):
                 azimuth = self.reference_azimuth + 360.0 * k / self.config.eval_views
-                pos = orbit_position(self.reference_radius, self.reference_elevation, azimuth)
-                c2w = torch.from_numpy(look_at_camera_to_world(pos)).float()
-                renders.append(self.render_view(c2w, self.reference_fov, size)["rgb"].clamp(0.0, 1.0))
+                c2w = orbit_camera(ref.radius, ref.elevation, azimuth)
+                renders.append(self.render_view(c2w, ref.fov, size)["rgb"].clamp(0.0, 1.0))
             images["novel_views"] = torch.cat(renders, dim=1)
             if was_training:
                 self.train()

@@ -8,11 +8,13 @@
 * :func:`time_sds_iterations` times full training iterations (reference rays + a prior view with SDS) at a render
   size, with real Stable Diffusion weights when given, else with a tiny random one.
 
-``scripts/bench_sds.py`` runs them from the command line.
+``scripts/bench_sds.py`` runs them from the command line. The checks take relight3d-sds's trainer config from the
+caller (:func:`relight3d.method_configs.sds_config`, in the apps layer above this one) and change copies of it.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Dict, Optional
@@ -22,6 +24,7 @@ import torch
 from PIL import Image
 
 from relight3d.engine.trainer import Relight3DTrainerConfig
+from relight3d.errors import ConfigError
 
 
 def coffee_cup_rgba(size: int = 128, margin: float = 0.04) -> np.ndarray:
@@ -91,15 +94,16 @@ def size_for_cpu(config: Relight3DTrainerConfig, tiny: bool = False) -> Relight3
     return config
 
 
-def reconstruction_config(max_steps: int, rays_per_batch: int = 1024, tiny: bool = False) -> Relight3DTrainerConfig:
-    """relight3d-sds in reconstruction-only mode (prior weight 0), sized for a CPU (:func:`size_for_cpu`).
+def reconstruction_config(
+    method: Relight3DTrainerConfig, rays_per_batch: int = 1024, tiny: bool = False
+) -> Relight3DTrainerConfig:
+    """A copy of ``method`` (relight3d-sds's trainer config) in reconstruction-only mode (prior weight 0), sized for
+    a CPU (:func:`size_for_cpu`).
 
     Also: Adam at 1e-2 for every parameter group (RealFusion's 1e-3 is for 5,000 iterations), no coarse-to-fine
     masking (its 3,000 iterations would outlast a short run), evaluation and checkpoints off.
     """
-    from relight3d.method_configs import sds_config
-
-    config = size_for_cpu(sds_config(max_steps=max_steps), tiny)
+    config = size_for_cpu(copy.deepcopy(method), tiny)
     config.pipeline.prior_loss_weight.start = 0.0
     config.pipeline.datamanager.train_num_rays_per_batch = rays_per_batch
     for group in config.optimizers.values():
@@ -111,13 +115,11 @@ def reconstruction_config(max_steps: int, rays_per_batch: int = 1024, tiny: bool
 
 
 def check_reconstruction(
-    out_dir: Path,
-    size: int = 128,
-    steps: int = 300,
-    rays_per_batch: int = 1024,
+    method: Relight3DTrainerConfig, out_dir: Path, size: int = 128, steps: int = 300, rays_per_batch: int = 1024,
     tiny: bool = False,
-) -> Dict[str, float]:
-    """Train reconstruction-only (:func:`reconstruction_config`) on the coffee cup and score the input view.
+) -> Dict[str, float]:  # fmt: skip
+    """Train ``method`` (relight3d-sds's trainer config) reconstruction-only (:func:`reconstruction_config`) on the
+    coffee cup for ``steps`` iterations and score the input view.
 
     Returns 'psnr' (whole image, composited on white), 'psnr_masked' (inside the mask), the unweighted
     'image_loss' and 'mask_loss', 'seconds' of training and 'steps'.
@@ -126,7 +128,7 @@ def check_reconstruction(
 
     out_dir = Path(out_dir)
     image = write_coffee_cup(out_dir / f"coffee_cup_{size}.png", size)
-    config = reconstruction_config(steps, rays_per_batch, tiny)
+    config = reconstruction_config(method, rays_per_batch, tiny)
     t0 = time.perf_counter()
     trainer = train(config, image, out_dir / "runs", max_steps=steps, experiment_name="coffee_cup")
     seconds = time.perf_counter() - t0
@@ -136,6 +138,7 @@ def check_reconstruction(
 
 
 def time_sds_iterations(
+    method: Relight3DTrainerConfig,
     render_size: int,
     steps: int = 5,
     warmup: int = 2,
@@ -145,7 +148,8 @@ def time_sds_iterations(
     settings: str = "cpu",
     rays_per_batch: Optional[int] = None,
 ) -> Dict[str, float]:
-    """Iterations per second of relight3d-sds (SDS and every regulariser on) at ``render_size`` on this machine.
+    """Iterations per second of ``method`` (relight3d-sds's trainer config; SDS and every regulariser on) at
+    ``render_size`` on this machine.
 
     ``settings`` is 'default' (the method's RealFusion defaults) or 'cpu' (the field shrunk by
     :func:`size_for_cpu`). Uses the Stable Diffusion at ``sd_path``, or a tiny random one when None (then the prior
@@ -155,16 +159,16 @@ def time_sds_iterations(
     import tempfile
 
     from relight3d.engine.run import training_step_function
-    from relight3d.method_configs import sds_config
-    from relight3d.priors.stable_diffusion import StableDiffusionGuidance, tiny_stable_diffusion
+    from relight3d.priors.diffusion.testing import tiny_components
+    from relight3d.priors.stable_diffusion import StableDiffusionGuidance
 
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         image = write_coffee_cup(Path(tmp) / "cup.png", image_size)
-        config = sds_config()
+        config = copy.deepcopy(method)
         if settings == "cpu":
             size_for_cpu(config)
         elif settings != "default":
-            raise ValueError(f"time_sds_iterations: settings must be 'default' or 'cpu', got {settings!r}")
+            raise ConfigError("--settings", f"must be 'default' or 'cpu', got {settings!r}")
         if rays_per_batch is not None:
             config.pipeline.datamanager.train_num_rays_per_batch = rays_per_batch
         config.pipeline.render_size = render_size
@@ -172,7 +176,7 @@ def time_sds_iterations(
         device = config.machine.device_type
         guidance = None
         if sd_path is None:
-            guidance = StableDiffusionGuidance(config.pipeline.guidance, device, tiny_stable_diffusion())
+            guidance = StableDiffusionGuidance(config.pipeline.guidance, device, tiny_components())
         else:
             config.pipeline.guidance.pretrained_model_path = Path(sd_path)
         config.pipeline.datamanager.data = image

@@ -24,10 +24,10 @@ device, as float32):
 Configs follow nerfstudio: ``RelightingPriorConfig`` (``_target`` + ``setup(device=...)``) with one subclass per
 prior, model paths are config fields (never model ids in code) and nothing is downloaded.
 
-Loading conventions (shared with every prior that loads pretrained weights, e.g. the score-distillation prior):
-:func:`require_model_dir` checks a local checkpoint folder, :func:`load_pretrained_component` loads one diffusers /
-transformers component from a subfolder and turns every failure into a one-line :class:`PriorError` naming the
-path, :func:`resolve_torch_dtype` maps config names to dtypes.
+A prior implements :meth:`RelightingPrior.relight_views` and :meth:`RelightingPrior.refine_views` (and optionally
+:meth:`RelightingPrior.sds_views`) on a checked :class:`PriorViews`; the public ``relight`` / ``refine`` /
+``sds_loss`` methods, with the signatures above, check the tensors and call them. Loading pretrained weights is
+shared by the diffusion priors in :mod:`relight3d.priors.diffusion`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,17 +43,15 @@ from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
-from relight3d.data.errors import DataError
+from relight3d.errors import ConfigError, DataError
 
 GeneratorLike = Union[None, int, torch.Generator, Sequence[torch.Generator]]
 """Randomness of one prior call: ``None`` (the config's seed), an int seed, one ``torch.Generator`` (per-view seeds
 are drawn from it, so successive calls differ but replay identically), or one generator per view."""
 
-DTypeName = Literal["auto", "float32", "float16", "bfloat16"]
-
 
 class PriorError(DataError):
-    """A prior cannot be built, or cannot take an input.
+    """A prior cannot take an input (tensors of the wrong shape, missing G-buffers...).
 
     ``str(err)`` is one line: ``<model path or config name>: <problem>``.
     """
@@ -71,8 +69,35 @@ class RelightingPriorConfig(InstantiateConfig):
     def setup(self, device: Union[str, torch.device] = "cpu", **kwargs: Any) -> "RelightingPrior":
         """Build the prior on ``device`` (loading its weights, if it has any)."""
         if self._target is RelightingPrior:
-            raise PriorError(type(self).__name__, "is the abstract prior config; choose a prior's own config")
+            raise ConfigError(type(self).__name__, "is the abstract prior config; choose a prior's own config")
         return self._target(self, device=device, **kwargs)
+
+
+@dataclass
+class PriorViews:
+    """The tensors of one prior call (see the module docstring for their conventions), checked by the prior."""
+
+    images: Float[Tensor, "b h w 3"]
+    """Views of the object, sRGB in [0, 1]."""
+    masks: Float[Tensor, "b h w 1"]
+    """Object masks (1 on the object)."""
+    cameras: Float[Tensor, "b 3 4"]
+    """Camera-to-world matrices (Blender / OpenGL convention, world Z up)."""
+    target_envmap: Float[Tensor, "H W 3"]
+    """Target light: linear HDR equirectangular map in world coordinates."""
+    generator: GeneratorLike = None
+    """Randomness (see :data:`GeneratorLike`)."""
+    gbuffers: Optional[Dict[str, Tensor]] = None
+    """Rendered G-buffers, for priors that list them in ``required_gbuffers``."""
+    source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None
+    """The light the images were captured under, for priors with ``needs_source_envmap``."""
+    condition_images: Optional[Float[Tensor, "b h w 3"]] = None
+    """What image-conditioned priors condition on in ``refine`` (default: the images themselves)."""
+
+    @property
+    def batch_size(self) -> int:
+        """Number of views."""
+        return int(self.images.shape[0])
 
 
 class RelightingPrior(abc.ABC):
@@ -123,7 +148,6 @@ class RelightingPrior(abc.ABC):
         return False
 
     # --- the contract ----------------------------------------------------------------------------------------------
-    @abc.abstractmethod
     def relight(
         self,
         images: Float[Tensor, "b h w 3"],
@@ -137,17 +161,14 @@ class RelightingPrior(abc.ABC):
     ) -> Float[Tensor, "b h w 3"]:
         """The views relit under ``target_envmap`` (sRGB in [0, 1], the input's size).
 
-        Args:
-            images: Views of the object, sRGB in [0, 1].
-            masks: Object masks (1 on the object).
-            cameras: Camera-to-world matrices (Blender / OpenGL convention, world Z up).
-            target_envmap: Target light, linear HDR equirectangular map in world coordinates.
-            generator: Randomness (see :data:`GeneratorLike`); the same value gives the same result.
-            gbuffers: Rendered G-buffers of these views, for priors that list them in ``required_gbuffers``.
-            source_envmap: The light the images were captured under, for priors with ``needs_source_envmap``.
-        """
+        The arguments are those of :class:`PriorViews`; the same ``generator`` gives the same result.
 
-    @abc.abstractmethod
+        Raises:
+            PriorError: tensors of the wrong shape or with non-finite values.
+        """
+        views = PriorViews(images, masks, cameras, target_envmap, generator, gbuffers, source_envmap)
+        return self.relight_views(self.checked(views))
+
     def refine(
         self,
         images: Float[Tensor, "b h w 3"],
@@ -163,22 +184,14 @@ class RelightingPrior(abc.ABC):
     ) -> Float[Tensor, "b h w 3"]:
         """``images`` (e.g. renders of a relit field) pulled towards the prior, SDEdit-style.
 
-        Diffusion priors noise the images to a level set by ``t_star`` and denoise them under the target light:
-        ``t_star = 0`` changes nothing but the autoencoder round trip, ``t_star >= 1`` samples from pure noise
-        (the same as :meth:`relight`). Priors without a diffusion process interpret ``t_star`` as a blend weight.
-
-        Args:
-            images: The images to refine, sRGB in [0, 1].
-            masks: Object masks.
-            cameras: Camera-to-world matrices.
-            target_envmap: Target light in world coordinates.
-            t_star: Noise level in [0, 1] (see the prior's documentation for its exact meaning).
-            condition_images: What image-conditioned priors condition on (e.g. Neural Gaffer's input image: the
-                original, unrelit view). Default: ``images`` themselves.
-            generator: Randomness (see :data:`GeneratorLike`).
-            gbuffers: Rendered G-buffers, for priors that need them.
-            source_envmap: The light of the original views, for priors that need it.
+        Diffusion priors noise the images to a level set by ``t_star`` in [0, 1] and denoise them under the target
+        light: ``t_star = 0`` changes nothing but the autoencoder round trip, ``t_star >= 1`` samples from pure
+        noise (the same as :meth:`relight`). Priors without a diffusion process read ``t_star`` as a blend weight.
+        ``condition_images`` are what image-conditioned priors condition on (e.g. Neural Gaffer's original,
+        unrelit view); the other arguments are those of :class:`PriorViews`.
         """
+        views = PriorViews(images, masks, cameras, target_envmap, generator, gbuffers, source_envmap, condition_images)
+        return self.refine_views(self.checked(views), float(t_star))
 
     def sds_loss(
         self,
@@ -186,22 +199,33 @@ class RelightingPrior(abc.ABC):
         masks: Float[Tensor, "b h w 1"],
         cameras: Float[Tensor, "b 3 4"],
         target_envmap: Float[Tensor, "H W 3"],
-        **kwargs: Any,
+        *,
+        condition_images: Optional[Float[Tensor, "b h w 3"]] = None,
+        generator: GeneratorLike = None,
+        guidance_scale: Optional[float] = None,
+        **unused: Any,
     ) -> Dict[str, Tensor]:
-        """Optional score-distillation loss (``{"loss_sds": ..., "grad_norm": ...}``), differentiable in ``images``."""
+        """Optional score-distillation loss (``{"loss_sds": ..., "grad_norm": ...}``), differentiable in ``images``
+        (see :attr:`supports_sds`)."""
+        views = PriorViews(images, masks, cameras, target_envmap, generator, condition_images=condition_images)
+        return self.sds_views(self.checked(views), guidance_scale)
+
+    @abc.abstractmethod
+    def relight_views(self, views: PriorViews) -> Float[Tensor, "b h w 3"]:
+        """:meth:`relight` on checked views."""
+
+    @abc.abstractmethod
+    def refine_views(self, views: PriorViews, t_star: float) -> Float[Tensor, "b h w 3"]:
+        """:meth:`refine` on checked views."""
+
+    def sds_views(self, views: PriorViews, guidance_scale: Optional[float]) -> Dict[str, Tensor]:
+        """:meth:`sds_loss` on checked views (priors with :attr:`supports_sds` implement it)."""
         raise NotImplementedError(f"{type(self).__name__} has no score-distillation loss")
 
-    # --- shared input checks ---------------------------------------------------------------------------------------
-    def check_inputs(
-        self,
-        images: Tensor,
-        masks: Tensor,
-        cameras: Tensor,
-        target_envmap: Tensor,
-        condition_images: Optional[Tensor] = None,
-    ) -> int:
-        """Check the shapes of a call's tensors (one-line :class:`PriorError` otherwise); returns the batch size."""
+    def checked(self, views: PriorViews) -> PriorViews:
+        """``views``, after checking the shapes and values of their tensors (one-line :class:`PriorError`)."""
         where = self.error_path
+        images, masks, cameras, envmap = views.images, views.masks, views.cameras, views.target_envmap
         if images.dim() != 4 or images.shape[-1] != 3:
             raise PriorError(where, f"images must be [b, h, w, 3] sRGB, got shape {tuple(images.shape)}")
         b, h, w, _ = images.shape
@@ -211,16 +235,15 @@ class RelightingPrior(abc.ABC):
             raise PriorError(where, f"masks must be [{b}, {h}, {w}, 1] like the images, got {tuple(masks.shape)}")
         if cameras.shape not in ((b, 3, 4), (b, 4, 4)):
             raise PriorError(where, f"cameras must be [{b}, 3, 4] camera-to-world matrices, got {tuple(cameras.shape)}")
-        if target_envmap.dim() != 3 or target_envmap.shape[-1] != 3 or target_envmap.shape[1] < 2:
-            raise PriorError(where, f"target_envmap must be [H, W, 3], got shape {tuple(target_envmap.shape)}")
-        if condition_images is not None and condition_images.shape != images.shape:
-            raise PriorError(
-                where, f"condition_images must match images {tuple(images.shape)}, got {tuple(condition_images.shape)}"
-            )
-        for name, x in (("images", images), ("masks", masks), ("cameras", cameras), ("target_envmap", target_envmap)):
+        if envmap.dim() != 3 or envmap.shape[-1] != 3 or envmap.shape[1] < 2:
+            raise PriorError(where, f"target_envmap must be [H, W, 3], got shape {tuple(envmap.shape)}")
+        cond = views.condition_images
+        if cond is not None and cond.shape != images.shape:
+            raise PriorError(where, f"condition_images must match images {tuple(images.shape)}: {tuple(cond.shape)}")
+        for name, x in (("images", images), ("masks", masks), ("cameras", cameras), ("target_envmap", envmap)):
             if not torch.isfinite(x).all():
                 raise PriorError(where, f"{name} hold NaN or infinite values")
-        return b
+        return views
 
 
 # --- randomness ----------------------------------------------------------------------------------------------------
@@ -315,50 +338,3 @@ def composite(
     """``masks * images + (1 - masks) * background``; ``background`` is a colour or a tensor like ``images``."""
     bg = torch.as_tensor(background, dtype=images.dtype, device=images.device)
     return masks * images + (1.0 - masks) * bg
-
-
-# --- loading conventions -------------------------------------------------------------------------------------------
-def resolve_torch_dtype(name: str, device: Union[str, torch.device]) -> torch.dtype:
-    """``"auto"`` is float16 on CUDA and float32 elsewhere; other names map to the torch dtype of that name."""
-    if name == "auto":
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if name not in table:
-        raise ValueError(f"unknown dtype {name!r} (choose one of auto, {', '.join(table)})")
-    return table[name]
-
-
-def require_model_dir(model_path: Optional[Union[str, Path]], config_name: str, subfolders: Sequence[str] = ()) -> Path:
-    """The checkpoint folder ``model_path``, checked to exist and to hold ``subfolders``.
-
-    Raises:
-        PriorError: one line naming the missing path (or the config when no path is set).
-    """
-    if model_path is None:
-        raise PriorError(config_name, "model_path is not set (a local checkpoint folder; nothing is downloaded)")
-    path = Path(model_path).expanduser()
-    if not path.is_dir():
-        raise PriorError(path, "checkpoint folder not found")
-    missing = [s for s in subfolders if not (path / s).is_dir()]
-    if missing:
-        raise PriorError(path, f"not a diffusers-layout checkpoint: missing {', '.join(s + '/' for s in missing)}")
-    return path
-
-
-def load_pretrained_component(component_class: Any, model_path: Path, subfolder: Optional[str]) -> Any:
-    """``component_class.from_pretrained(model_path, subfolder=...)`` from local files only (float32, CPU).
-
-    Any failure (missing or corrupt files, a config of another architecture) becomes a one-line
-    :class:`PriorError` naming the subfolder.
-    """
-    where = Path(model_path) / subfolder if subfolder else Path(model_path)
-    if not where.exists():
-        raise PriorError(where, f"missing (expected the {component_class.__name__} of the checkpoint)")
-    kwargs: Dict[str, Any] = {"local_files_only": True}
-    if subfolder:
-        kwargs["subfolder"] = subfolder
-    try:
-        return component_class.from_pretrained(str(model_path), **kwargs)
-    except Exception as err:  # noqa: BLE001 - every loading failure is reported as a bad checkpoint
-        message = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise PriorError(where, f"cannot load {component_class.__name__}: {message[:300]}") from None

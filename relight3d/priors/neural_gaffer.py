@@ -40,23 +40,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type, Union
+from typing import Any, ClassVar, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.priors.base import PriorError
-from relight3d.priors.latent_diffusion import (
-    DeviceReplica,
-    LatentDiffusionPrior,
-    LatentDiffusionPriorConfig,
-    ViewChunk,
-    batched_timesteps,
-    guided,
-    load_components,
-)
+from relight3d.errors import WeightsError
+from relight3d.priors.diffusion.components import IMAGE_PARTS, DiffusionComponents, widen_conv_in
+from relight3d.priors.diffusion.guidance import guided_noise
+from relight3d.priors.diffusion.loading import load_component, read_weights
+from relight3d.priors.latent_diffusion import LatentDiffusionPrior, LatentDiffusionPriorConfig, ViewChunk
 
 UNET_IN_CHANNELS = 16
 """Noisy latent + input-image latent + HDR-map latent + LDR-map latent."""
@@ -66,12 +61,13 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI CLIP's normalisation standard deviation."""
 
-_ACCELERATE_WEIGHT_FILES = (
+CHECKPOINT_FILES = (
     "model.safetensors",
-    "pytorch_model.bin",
     "diffusion_pytorch_model.safetensors",
+    "pytorch_model.bin",
     "diffusion_pytorch_model.bin",
 )
+"""Where an accelerate checkpoint folder keeps the UNet's state dict (the first one found is read)."""
 
 
 @dataclass
@@ -139,47 +135,31 @@ def load_unet_checkpoint(unet: Any, checkpoint: Union[str, Path]) -> Any:
 
     ``conv_in`` is widened to the checkpoint's input channels first (as the official scripts do with the 8-channel
     Zero123 UNet). A folder may also hold a diffusers ``unet/`` subfolder, which is loaded as is.
+
+    Raises:
+        WeightsError: no weights where expected, unreadable weights, or weights that do not fit ``unet``.
     """
     from diffusers import UNet2DConditionModel
 
-    from relight3d.priors.base import load_pretrained_component
-
     checkpoint = Path(checkpoint).expanduser()
     if checkpoint.is_dir() and (checkpoint / "unet").is_dir():
-        return load_pretrained_component(UNet2DConditionModel, checkpoint, "unet")
+        return load_component(UNet2DConditionModel, checkpoint, "unet")
+    weights = checkpoint
     if checkpoint.is_dir():
-        files = [checkpoint / name for name in _ACCELERATE_WEIGHT_FILES if (checkpoint / name).is_file()]
-        if not files:
-            raise PriorError(checkpoint, f"no UNet weights ({', '.join(_ACCELERATE_WEIGHT_FILES)} or unet/)")
-        weights = files[0]
-    elif checkpoint.is_file():
-        weights = checkpoint
-    else:
-        raise PriorError(checkpoint, "UNet checkpoint not found")
-    try:
-        if weights.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(weights))
-        else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any read failure is a bad checkpoint
-        raise PriorError(weights, f"cannot read the UNet weights ({err.__class__.__name__})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        found = [checkpoint / name for name in CHECKPOINT_FILES if (checkpoint / name).is_file()]
+        if not found:
+            raise WeightsError(checkpoint, f"no UNet weights ({', '.join(CHECKPOINT_FILES)} or unet/)")
+        weights = found[0]
+    state = read_weights(weights, "UNet weights")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     conv_in = state.get("conv_in.weight")
-    if conv_in is None or conv_in.dim() != 4:
-        raise PriorError(weights, "holds no UNet weights (no conv_in.weight)")
-    if conv_in.shape[1] != unet.conv_in.in_channels:
-        old = unet.conv_in
-        unet.conv_in = torch.nn.Conv2d(
-            conv_in.shape[1], old.out_channels, kernel_size=old.kernel_size, stride=old.stride, padding=old.padding
-        )
-        unet.register_to_config(in_channels=int(conv_in.shape[1]))
-    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if not isinstance(conv_in, Tensor) or conv_in.dim() != 4:
+        raise WeightsError(weights, "holds no UNet weights (no conv_in.weight)")
+    missing, unexpected = widen_conv_in(unet, int(conv_in.shape[1])).load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise PriorError(
+        raise WeightsError(
             weights,
             f"does not fit the base UNet ({len(missing)} missing, {len(unexpected)} unexpected keys, "
             f"e.g. {(list(missing) + list(unexpected))[:2]})",
@@ -192,108 +172,43 @@ class NeuralGafferPrior(LatentDiffusionPrior):
 
     config: NeuralGafferPriorConfig
     config_class: ClassVar[Type[LatentDiffusionPriorConfig]] = NeuralGafferPriorConfig
-    component_names: ClassVar[Tuple[str, ...]] = ("unet", "vae", "image_encoder")
+    component_names: ClassVar[Tuple[str, ...]] = IMAGE_PARTS
+    unet_weights_field: ClassVar[Optional[str]] = "unet_checkpoint"
+    merge_unet_weights = staticmethod(load_unet_checkpoint)
 
-    def load_components(self) -> Dict[str, Any]:
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-        from transformers import CLIPVisionModelWithProjection
-
-        layout = {
-            "unet": UNet2DConditionModel,
-            "vae": AutoencoderKL,
-            "image_encoder": CLIPVisionModelWithProjection,
-            "scheduler": DDIMScheduler,
-        }
-        components = load_components(self.config.model_path, layout, type(self.config).__name__)
-        if self.config.unet_checkpoint is not None:
-            components["unet"] = load_unet_checkpoint(components["unet"], self.config.unet_checkpoint)
-        return components
-
-    def _unet_source(self) -> Union[str, Path]:
-        if self.config.unet_checkpoint is not None:
-            return self.config.unet_checkpoint
-        if self.config.model_path is not None:
-            return Path(self.config.model_path) / "unet"
-        return type(self.config).__name__
-
-    def check_components(self, components: Dict[str, Any]) -> None:
-        unet, vae, encoder = components["unet"], components["vae"], components["image_encoder"]
-        channels = int(unet.config.in_channels)
-        if channels != UNET_IN_CHANNELS:
-            hint = " (a Zero123 base? pass Neural Gaffer's checkpoint as unet_checkpoint)" if channels == 8 else ""
-            raise PriorError(
-                self._unet_source(),
-                f"UNet takes {channels} input channels; Neural Gaffer's takes {UNET_IN_CHANNELS} (noisy, image, "
-                f"HDR-map and LDR-map latents){hint}",
-            )
-        latent = int(vae.config.latent_channels)
-        if int(unet.config.out_channels) != latent or channels != 4 * latent:
-            raise PriorError(self._unet_source(), f"UNet does not match the VAE's {latent} latent channels")
-        projection = int(encoder.config.projection_dim)
-        if int(unet.config.cross_attention_dim) != projection:
-            raise PriorError(
-                self._unet_source(),
-                f"UNet cross-attention width {unet.config.cross_attention_dim} != CLIP image embedding {projection}",
-            )
-
-    @property
-    def image_encoder(self) -> Any:
-        """The CLIP image encoder (first device's copy)."""
-        return self._replicas[0].components["image_encoder"]
+    def check_components(self, components: DiffusionComponents) -> None:
+        hint = " (a Zero123 base? pass Neural Gaffer's checkpoint as unet_checkpoint)"
+        problem = f"Neural Gaffer's takes {UNET_IN_CHANNELS} (noisy, image, HDR-map and LDR-map latents)"
+        if int(components.unet.config.in_channels) == 8:
+            problem += hint
+        components.check_unet(self.unet_source, (UNET_IN_CHANNELS,), problem)
 
     def prepare_envmap(self, envmap: Float[Tensor, "H W 3"]) -> Float[Tensor, "H2 W2 3"]:
         from relight3d.lighting import resize_envmap
 
         return resize_envmap(envmap, self.config.envmap_height, 2 * self.config.envmap_height)
 
-    def clip_embeddings(self, replica: DeviceReplica, images: Float[Tensor, "b 3 r r"]) -> Float[Tensor, "b 1 d"]:
+    def clip_embeddings(self, replica: DiffusionComponents, images: Float[Tensor, "b 3 r r"]) -> Float[Tensor, "b 1 d"]:
         """Projected CLIP image embeddings of sRGB images in [0, 1], as a length-1 sequence."""
-        encoder = replica.components["image_encoder"]
+        encoder = replica.image_encoder
         size = int(encoder.config.image_size)
-        x = images * 2.0 - 1.0
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True)
-        x = (x + 1.0) / 2.0
-        mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-        x = (x - mean) / std
-        return encoder(pixel_values=x.to(self.dtype)).image_embeds.float().unsqueeze(1)
+        x = F.interpolate(images * 2.0 - 1.0, size=(size, size), mode="bicubic", align_corners=True)
+        x = ((x + 1.0) / 2.0 - x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)) / x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+        return encoder(pixel_values=x.to(encoder.dtype)).image_embeds.float().unsqueeze(1)
 
-    def condition(
-        self, replica: DeviceReplica, chunk: ViewChunk, generators: Sequence[torch.Generator]
-    ) -> NeuralGafferCondition:
+    def condition(self, replica: DiffusionComponents, chunk: ViewChunk) -> NeuralGafferCondition:
+        views, sample = chunk.views, self.config.sample_condition_latents
         hdr, ldr = encode_lighting_images(
-            chunk.envmap, chunk.cameras, self.resolution, quantize=self.config.quantize_lighting
+            views.target_envmap, views.cameras, self.resolution, quantize=self.config.quantize_lighting
         )
-        sampled = generators if self.config.sample_condition_latents else None
-        image_latents = self.encode_images(replica, chunk.condition_images, scaled=False, generators=sampled)
-        hdr_latents = self.encode_images(replica, hdr, scaled=False, generators=sampled)
-        ldr_latents = self.encode_images(replica, ldr, scaled=False, generators=sampled)
-        return NeuralGafferCondition(
-            image_embeds=self.clip_embeddings(replica, chunk.condition_images),
-            concat_latents=torch.cat([image_latents, hdr_latents, ldr_latents], dim=1),
-        )
+        latents = [replica.encode_images(x, False, sample, views.generator) for x in (chunk.condition_images, hdr, ldr)]
+        return NeuralGafferCondition(self.clip_embeddings(replica, chunk.condition_images), torch.cat(latents, dim=1))
 
     def predict_noise(
-        self,
-        replica: DeviceReplica,
-        latents: Float[Tensor, "b c h w"],
-        t: Union[int, Tensor],
-        condition: NeuralGafferCondition,
-        guidance_scale: Optional[float] = None,
-    ) -> Float[Tensor, "b c h w"]:
-        scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
-        unet = replica.components["unet"]
-        batch = latents.shape[0]
-        concat, embeds = condition.concat_latents, condition.image_embeds
-        if scale > 1.0:  # unconditional branch first, every condition zeroed (Neural Gaffer's pipeline)
-            latents = torch.cat([latents, latents])
-            concat = torch.cat([torch.zeros_like(concat), concat])
-            embeds = torch.cat([torch.zeros_like(embeds), embeds])
-        copies = latents.shape[0] // batch
-        sample = torch.cat([latents, concat], dim=1).to(self.dtype)
-        timesteps = batched_timesteps(t, batch, copies, replica.device)
-        noise = unet(sample, timesteps, encoder_hidden_states=embeds.to(self.dtype)).sample.float()
-        if copies == 1:
-            return noise
-        uncond, cond = noise.chunk(2)
-        return guided(uncond, cond, scale)
+        self, replica: DiffusionComponents, latents: Tensor, t: Union[int, Tensor], condition: NeuralGafferCondition,
+        scale: float,
+    ) -> Float[Tensor, "b c h w"]:  # fmt: skip
+        """Unconditional branch first, with every condition zeroed (Neural Gaffer's pipeline)."""
+        embeds, concat = condition.image_embeds, condition.concat_latents
+        contexts = (torch.zeros_like(embeds), embeds)
+        return guided_noise(replica.unet, latents, t, scale, contexts, (torch.zeros_like(concat), concat))

@@ -40,18 +40,25 @@ import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Literal, Optional, Tuple, Type
+from typing import Any, Dict, Literal, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.priors.base import GeneratorLike, PriorError, RelightingPrior, RelightingPriorConfig
+from relight3d.lighting import (
+    PrefilteredEnvmap,
+    diffuse_shading,
+    linear_to_srgb,
+    occluded_fraction,
+    sh_basis,
+    shade,
+    shadow_factor,
+    srgb_to_linear,
+)
+from relight3d.priors.base import PriorError, PriorViews, RelightingPrior, RelightingPriorConfig
 from relight3d.priors.normals import density_and_depth_normals, normals_from_points
-
-if TYPE_CHECKING:
-    from relight3d.lighting import PrefilteredEnvmap
 
 
 @dataclass
@@ -113,24 +120,10 @@ class PhysicalPriorConfig(RelightingPriorConfig):
     16.1 dB in-mask PSNR unsmoothed, 20.1 dB at sigma 2, under sunrise)."""
 
 
-def _srgb_to_linear(x: Tensor) -> Tensor:
-    from relight3d.lighting import srgb_to_linear
-
-    return srgb_to_linear(x.clamp(0.0, 1.0))
-
-
-def _linear_to_srgb(x: Tensor) -> Tensor:
-    from relight3d.lighting import linear_to_srgb
-
-    return linear_to_srgb(x.clamp(0.0, 1.0))
-
-
 def fit_sh_lighting(
     linear: Float[Tensor, "n 3"], normals: Float[Tensor, "n 3"], order: int = 2
 ) -> Float[Tensor, "k 3"]:
     """Least-squares SH shading ``sum w_k Y_k(n)`` per channel that best explains ``linear`` (ridge 1e-4)."""
-    from relight3d.lighting import sh_basis
-
     basis = sh_basis(normals, order)  # [n, k]
     gram = basis.T @ basis + 1e-4 * torch.eye(basis.shape[1], dtype=basis.dtype, device=basis.device)
     return torch.linalg.solve(gram, basis.T @ linear)
@@ -143,6 +136,10 @@ class PhysicalPrior(RelightingPrior):
     required_gbuffers = ("normals", "directions")
     needs_source_envmap = True
 
+    def __init__(self, config: PhysicalPriorConfig, device: Union[str, torch.device] = "cpu") -> None:
+        super().__init__(config, device)
+        self._prefiltered_cache: OrderedDict[Any, PrefilteredEnvmap] = OrderedDict()
+
     @property
     def resolution(self) -> Optional[int]:
         return None  # works at the input size
@@ -154,14 +151,12 @@ class PhysicalPrior(RelightingPrior):
         return self.config.shadow_directions_height, self.config.shadow_volume_resolution
 
     # --- shading terms ---------------------------------------------------------------------------------------
-    def _prefiltered(self, envmap: Tensor) -> "PrefilteredEnvmap":
+    def _prefiltered(self, envmap: Tensor) -> PrefilteredEnvmap:
         """The prefiltered map, cached by content: prefiltering a 512 x 1024 map takes seconds, and the pipeline
         passes the same source and target maps to every batch of stage 1 and every iteration of stage 2."""
-        from relight3d.lighting import PrefilteredEnvmap
-
         env = envmap.detach().float().cpu().contiguous()
         key = (tuple(env.shape), hashlib.sha1(env.numpy().tobytes()).hexdigest())
-        cache: "OrderedDict[tuple, PrefilteredEnvmap]" = self.__dict__.setdefault("_prefiltered_cache", OrderedDict())
+        cache = self._prefiltered_cache
         if key not in cache:
             cache[key] = PrefilteredEnvmap.from_envmap(
                 env,
@@ -178,8 +173,6 @@ class PhysicalPrior(RelightingPrior):
         with interreflection off)."""
         if visibility is None or not self.config.interreflection:
             return None
-        from relight3d.lighting import occluded_fraction
-
         return occluded_fraction(visibility, normals, self.config.shadow_directions_height)
 
     def _with_bounce(self, diffuse: Tensor, occlusion: Optional[Tensor], radiance: Tensor) -> Tensor:
@@ -194,8 +187,6 @@ class PhysicalPrior(RelightingPrior):
         """Lambertian shading ``E(n)/pi`` and the dielectric specular term under ``envmap`` (shadowed when the
         per-pixel ``visibility`` towards the shadow directions is given; the interreflection is added by the
         caller, :meth:`_with_bounce`)."""
-        from relight3d.lighting import diffuse_shading, shade, shadow_factor
-
         env = self._prefiltered(envmap).to(normals.device)
         diffuse = diffuse_shading(normals, env)
         share = None
@@ -267,8 +258,6 @@ class PhysicalPrior(RelightingPrior):
     ) -> Tuple[Tensor, Tensor]:
         if source is not None:
             return self._terms(source, normals, directions, visibility)
-        from relight3d.lighting import sh_basis
-
         sel = masks[..., 0] > 0.5
         if int(sel.sum()) < 16:
             raise PriorError(type(self.config).__name__, "too few object pixels to estimate the source light")
@@ -280,24 +269,14 @@ class PhysicalPrior(RelightingPrior):
         return shading * scale, torch.zeros_like(shading)
 
     # --- the contract ----------------------------------------------------------------------------------------
-    def relight(
-        self,
-        images: Float[Tensor, "b h w 3"],
-        masks: Float[Tensor, "b h w 1"],
-        cameras: Float[Tensor, "b 3 4"],
-        target_envmap: Float[Tensor, "H W 3"],
-        *,
-        generator: GeneratorLike = None,
-        gbuffers: Optional[Dict[str, Tensor]] = None,
-        source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None,
-    ) -> Float[Tensor, "b h w 3"]:
+    def relight_views(self, views: PriorViews) -> Float[Tensor, "b h w 3"]:
         """Relight by dividing out the source shading and multiplying in the target's (see the module docstring)."""
-        self.check_inputs(images, masks, cameras, target_envmap)
+        images, masks, gbuffers, source_envmap = views.images, views.masks, views.gbuffers, views.source_envmap
         normals, directions = self._gbuffers(gbuffers, images.shape, masks)
         visibility = self._visibility(gbuffers, images.shape)
-        linear = _srgb_to_linear(images.float())
+        linear = srgb_to_linear(images.float().clamp(0.0, 1.0))
         d_src, s_src = self._source_terms(linear, masks, normals, directions, source_envmap, visibility)
-        d_tgt, s_tgt = self._terms(target_envmap, normals, directions, visibility)
+        d_tgt, s_tgt = self._terms(views.target_envmap, normals, directions, visibility)
         occlusion = self._occlusion(visibility, normals) if source_envmap is not None else None
         if occlusion is not None:
             # The object's mean radiance: observed under the source light, scaled by the ratio of the mean direct
@@ -306,42 +285,33 @@ class PhysicalPrior(RelightingPrior):
             radiance_tgt = radiance_src * _masked_mean(d_tgt, masks) / _masked_mean(d_src, masks).clamp_min(1e-6)
             d_src = self._with_bounce(d_src, occlusion, radiance_src)
             d_tgt = self._with_bounce(d_tgt, occlusion, radiance_tgt)
-        albedo = ((linear - s_src).clamp_min(0.0) / d_src.clamp_min(self.config.shading_floor)).clamp(
-            0.0, self.config.max_albedo
-        )
-        relit = _linear_to_srgb(albedo * d_tgt + s_tgt)
-        return torch.where(masks > 0, relit, images).to(images.dtype)
+        return self._shaded(views, self._albedo(linear, d_src, s_src), d_tgt, s_tgt)
 
-    def refine(
-        self,
-        images: Float[Tensor, "b h w 3"],
-        masks: Float[Tensor, "b h w 1"],
-        cameras: Float[Tensor, "b 3 4"],
-        target_envmap: Float[Tensor, "H W 3"],
-        t_star: float,
-        *,
-        condition_images: Optional[Float[Tensor, "b h w 3"]] = None,
-        generator: GeneratorLike = None,
-        gbuffers: Optional[Dict[str, Tensor]] = None,
-        source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None,
-    ) -> Float[Tensor, "b h w 3"]:
+    def refine_views(self, views: PriorViews, t_star: float) -> Float[Tensor, "b h w 3"]:
         """Re-shade ``images`` with their albedo (under the target light) clipped and smoothed by ``t*``."""
-        self.check_inputs(images, masks, cameras, target_envmap)
+        images, masks, gbuffers = views.images, views.masks, views.gbuffers
         if t_star <= 0.0:
             return images.clone()
         normals, directions = self._gbuffers(gbuffers, images.shape, masks)
         visibility = self._visibility(gbuffers, images.shape)
-        d_tgt, s_tgt = self._terms(target_envmap, normals, directions, visibility)
-        linear = _srgb_to_linear(images.float())
+        d_tgt, s_tgt = self._terms(views.target_envmap, normals, directions, visibility)
+        linear = srgb_to_linear(images.float().clamp(0.0, 1.0))
         d_tgt = self._with_bounce(d_tgt, self._occlusion(visibility, normals), _masked_mean(linear, masks))
-        albedo = ((linear - s_tgt).clamp_min(0.0) / d_tgt.clamp_min(self.config.shading_floor)).clamp(
-            0.0, self.config.max_albedo
-        )
+        albedo = self._albedo(linear, d_tgt, s_tgt)
         sigma = float(t_star) * self.config.refine_sigma_pixels
         if sigma > 0.25:
             albedo = masked_gaussian_blur(albedo, masks, sigma)
-        out = _linear_to_srgb(albedo * d_tgt + s_tgt)
-        return torch.where(masks > 0, out, images).to(images.dtype)
+        return self._shaded(views, albedo, d_tgt, s_tgt)
+
+    def _albedo(self, linear: Tensor, diffuse: Tensor, specular: Tensor) -> Tensor:
+        """The albedo that explains the linear colour under the given shading terms (clipped to the valid range)."""
+        albedo = (linear - specular).clamp_min(0.0) / diffuse.clamp_min(self.config.shading_floor)
+        return albedo.clamp(0.0, self.config.max_albedo)
+
+    def _shaded(self, views: PriorViews, albedo: Tensor, diffuse: Tensor, specular: Tensor) -> Tensor:
+        """sRGB of ``albedo`` shaded by the terms inside the masks; the input views outside."""
+        out = linear_to_srgb((albedo * diffuse + specular).clamp(0.0, 1.0))
+        return torch.where(views.masks > 0, out, views.images).to(views.images.dtype)
 
 
 def _masked_mean(x: Float[Tensor, "b h w c"], masks: Float[Tensor, "b h w 1"]) -> Float[Tensor, "b 1 1 c"]:

@@ -22,8 +22,10 @@ from jaxtyping import Float
 from PIL import Image
 from torch import Tensor
 
-from relight3d.data.errors import DataError
-from relight3d.priors.stable_diffusion import StableDiffusionComponents
+from relight3d.errors import DataError, reading
+from relight3d.priors.diffusion.components import DiffusionComponents
+from relight3d.priors.diffusion.prompts import add_placeholder_token, encode_prompts, save_learned_embeds
+from relight3d.priors.stable_diffusion import load_stable_diffusion
 
 OBJECT_TEMPLATES: Tuple[str, ...] = (
     "a photo of a {}",
@@ -99,11 +101,8 @@ def load_object_image(path: Path, resolution: int) -> Float[Tensor, "3 h w"]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "image file not found")
-    try:
-        with Image.open(path) as im:
-            rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    except Exception as err:
-        raise DataError(path, f"cannot read image ({err.__class__.__name__})") from None
+    with reading(path, "an image"), Image.open(path) as im:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
     rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
     h, w = rgb.shape[:2]
     side = max(h, w)
@@ -128,41 +127,9 @@ def heavy_augmentation() -> Callable[[Tensor], Tensor]:
     )
 
 
-def add_placeholder_token(components: StableDiffusionComponents, placeholder: str, initializer: str) -> int:
-    """Add ``placeholder`` to the tokenizer, initialised with ``initializer``'s embedding; returns its id.
-
-    Raises:
-        DataError: the placeholder already exists, or the initializer is not a single token.
-    """
-    tokenizer, text_encoder = components.tokenizer, components.text_encoder
-    init_ids = tokenizer.encode(initializer, add_special_tokens=False)
-    if len(init_ids) != 1:
-        raise DataError(
-            "--init-token", f"{initializer!r} is {len(init_ids)} tokens for this tokenizer; choose a single-token word"
-        )
-    if tokenizer.add_tokens([placeholder]) != 1:
-        raise DataError("--token", f"{placeholder!r} is already in the tokenizer's vocabulary; choose a new string")
-    text_encoder.resize_token_embeddings(len(tokenizer))
-    token_id = tokenizer.convert_tokens_to_ids(placeholder)
-    table = text_encoder.get_input_embeddings().weight
-    with torch.no_grad():
-        table[token_id] = table[init_ids[0]]
-    return token_id
-
-
-def save_learned_embeds(path: Path, token: str, vector: Tensor) -> Path:
-    """Write ``{token: vector}`` as safetensors (float32, on the CPU)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({token: vector.detach().float().cpu().contiguous()}, str(path))
-    return path
-
-
 def train_textual_inversion(
     config: TextualInversionConfig,
-    components: Optional[StableDiffusionComponents] = None,
+    components: Optional[DiffusionComponents] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> TextualInversionResult:
     """Learn an embedding for ``config.placeholder_token`` from one image; writes learned_embeds.safetensors.
@@ -180,17 +147,17 @@ def train_textual_inversion(
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     load_object_image(config.image, 8)  # bad input fails before Stable Diffusion loads
     if components is None:
-        components = StableDiffusionComponents.from_pretrained(config.pretrained_model_path)
+        components = load_stable_diffusion(config.pretrained_model_path, "--model")
     unet, vae, text_encoder, tokenizer = components.unet, components.vae, components.text_encoder, components.tokenizer
     scheduler = components.scheduler
     unet.to(device, half).requires_grad_(False).eval()
     vae.to(device, half).requires_grad_(False).eval()
     text_encoder.to(device, torch.float32).requires_grad_(False)
-    resolution = config.resolution or components.image_resolution
+    resolution = config.resolution or components.native_resolution
     image = load_object_image(config.image, resolution).to(device)
     augment = heavy_augmentation() if config.augment else (lambda x: x)
 
-    token_id = add_placeholder_token(components, config.placeholder_token, config.initializer_token)
+    token_id = add_placeholder_token(tokenizer, text_encoder, config.placeholder_token, config.initializer_token)
     embedding = text_encoder.get_input_embeddings()
     embedding.weight.requires_grad_(True)
     text_encoder.train()  # dropout is off in CLIP's config; train mode changes nothing else
@@ -213,7 +180,7 @@ def train_textual_inversion(
             images = torch.stack([augment(image) for _ in range(config.batch_size)])
             prompts = [random.choice(config.templates).format(config.placeholder_token) for _ in images]
             with torch.no_grad():
-                latents = components.encode_images(images.to(half), generator=None).float()
+                latents = components.encode_images(images.to(half), sample=True)
             noise = torch.randn(latents.shape, generator=generator).to(device)
             t = torch.randint(0, n_train_steps, (latents.shape[0],), generator=generator).to(device)
             a = alphas[t].view(-1, 1, 1, 1)
@@ -222,15 +189,11 @@ def train_textual_inversion(
                 target = a.sqrt() * noise - (1.0 - a).sqrt() * latents
             else:
                 target = noise
-            ids = tokenizer(
-                prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(device)  # fmt: skip
-            context = text_encoder(ids)[0]
+            context = encode_prompts(tokenizer, text_encoder, prompts, device)
             pred = unet(noisy.to(half), t, encoder_hidden_states=context.to(half)).sample
             loss = F.mse_loss(pred.float(), target) / config.gradient_accumulation_steps
             loss.backward()
-            step_loss += float(loss)
+            step_loss += float(loss.detach())
         optimizer.step()
         with torch.no_grad():  # only the new token's row may change
             embedding.weight[keep] = original[keep]

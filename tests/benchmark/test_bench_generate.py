@@ -16,9 +16,13 @@ import pytest
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # read before OpenCV decodes its first EXR
 
-from relight3d.benchmark import BenchmarkConfig, BpyNotFoundError, find_bpy_python, layout, make_benchmark, select
-from relight3d.benchmark import cycles_scene as cs
-from relight3d.benchmark.render_benchmark import object_is_cached
+from relight3d.data import benchmark_layout as layout
+from relight3d.data.images import read_rgba
+from relight3d_bench import cycles_scene as cs
+from relight3d_bench import meshes
+from relight3d_bench.cameras import camera_poses
+from relight3d_bench.config import BenchmarkConfig, select
+from relight3d_bench.runner import BpyNotFoundError, find_bpy_python, make_benchmark
 
 N_TRAIN, N_TEST = 3, 2
 CONFIG = select(
@@ -26,7 +30,6 @@ CONFIG = select(
     objects=("homer",),
     n_lights=2,
 )
-
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,9 @@ def test_layout_and_transforms(bench: Path) -> None:
     assert [f["transform_matrix"] for f in transforms(folder, "test_light1")["frames"]] == [
         f["transform_matrix"] for f in transforms(folder, "test_light0")["frames"]
     ]
+    # The cameras are the runner's (relight3d.geometry.look_at), written exactly as computed.
+    expected = camera_poses(N_TRAIN, CONFIG.camera_seed_train, CONFIG.camera_distance, CONFIG.min_elevation_deg)
+    assert np.array_equal([f["transform_matrix"] for f in train["frames"]], expected)
     for frame in train["frames"]:  # every camera looks at the origin from camera_distance
         c2w = np.array(frame["transform_matrix"])
         assert np.linalg.norm(c2w[:3, 3]) == pytest.approx(CONFIG.camera_distance)
@@ -100,14 +106,15 @@ def test_masks_and_linear_exr_agree_with_png(bench: Path) -> None:
     masks = []
     for split in ("train", "test_light0", "test_light1"):
         for png in sorted((folder / split).glob("*.png")):
-            rgba = cs.load_rgba(png)
+            rgba, has_alpha = read_rgba(png)
+            assert has_alpha
             exr = read_exr(png.with_suffix(".exr"))
             alpha = rgba[..., 3]
             assert alpha.max() == 1.0 and alpha[0, 0] == 0.0 and alpha[-1, -1] == 0.0  # object inside, corners empty
             assert 0.03 < (alpha > 0.5).mean() < 0.6
             assert np.abs(exr[..., 3] - alpha).max() <= 1.5 / 255  # the same coverage (8-bit rounding)
             opaque = alpha == 1.0  # EXR colour is premultiplied linear; the PNG is straight-alpha sRGB
-            srgb = cs.linear_to_srgb(exr[..., :3] / np.maximum(exr[..., 3:], 1e-6))
+            srgb = meshes.linear_to_srgb(exr[..., :3] / np.maximum(exr[..., 3:], 1e-6))
             assert np.abs(srgb - rgba[..., :3])[opaque].max() <= 2.5 / 255
             assert exr[..., :3][opaque].max() < 4.0 and exr[..., :3][opaque].mean() > 0.01
             if split != "train":
@@ -164,11 +171,12 @@ def test_meta_hashes_cover_every_file(bench: Path, tmp_path: Path) -> None:
     # The cache check trusts an intact copy and rejects a modified file.
     copy = tmp_path / "homer"
     shutil.copytree(folder, copy)
-    assert object_is_cached(copy, meta["settings"])
-    assert not object_is_cached(copy, {**meta["settings"], "resolution": 64})
+    assert cs.cached_meta(copy, meta["settings"]) == meta
+    assert cs.cached_meta(copy, {**meta["settings"], "resolution": 64}) is None
     with open(copy / "test_light1" / "r_000.png", "ab") as f:
         f.write(b"\0")
-    assert not object_is_cached(copy, meta["settings"])
+    assert cs.cached_meta(copy, meta["settings"]) is None
+    assert cs.cached_meta(copy, meta["settings"], verify_hashes=False) == meta  # only presence is checked
 
 
 def test_noise_check_and_dataparsers(bench: Path) -> None:

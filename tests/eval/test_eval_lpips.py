@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from relight3d.data.errors import DataError
+from relight3d.errors import WeightsError
 from relight3d.eval.evaluate import evaluate_folders
+from relight3d.eval.image_metrics import align_channels
 from relight3d.eval.lpips import (
     BACKBONES,
     LPIPS,
@@ -103,8 +104,12 @@ def test_masked_lpips_averages_the_spatial_map_inside_the_mask(random_alex):
     distance, spatial = random_alex.distance_map(pred.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None])
     assert metrics["lpips"] == pytest.approx(float(distance[0]), rel=1e-5)
     assert metrics["lpips_masked"] == pytest.approx(float(spatial[0, 5:30, 10:35].mean()), rel=1e-5)
-    assert metrics["lpips_aligned"] <= metrics["lpips"] * 1.5  # computed, finite
-    assert all(math.isfinite(metrics[k]) for k in metrics if k.startswith("lpips"))
+    # The aligned figures are LPIPS of the channel-aligned prediction, the same two numbers on another image.
+    aligned, _ = align_channels(pred, gt, mask)
+    distance, spatial = random_alex.distance_map(aligned.permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None])
+    assert metrics["lpips_aligned"] == pytest.approx(float(distance[0]), rel=1e-5)
+    assert metrics["lpips_masked_aligned"] == pytest.approx(float(spatial[0, 5:30, 10:35].mean()), rel=1e-5)
+    assert metrics["lpips_aligned"] != pytest.approx(metrics["lpips"], rel=1e-3)  # alignment changed the image
 
 
 def test_without_weights_lpips_is_refused_and_reported_not_available(no_lpips_weights, bench):
@@ -120,17 +125,18 @@ def test_without_weights_lpips_is_refused_and_reported_not_available(no_lpips_we
     assert result.mean()["psnr_masked"] == 120.0  # the other metrics are still computed
 
 
-def test_a_wrong_weight_file_is_a_one_line_data_error(tmp_path, monkeypatch, random_alex):
+def test_a_wrong_weight_file_is_a_one_line_weights_error(tmp_path, monkeypatch, random_alex):
     folder = tmp_path / "bad"
     _save_random_weights(folder, random_alex)
     torch.save({"lin0.model.1.weight": torch.zeros(1, 3, 1, 1)}, folder / "alex.pth")
     monkeypatch.setenv("RELIGHT3D_LPIPS_WEIGHTS", str(folder))
-    with pytest.raises(DataError, match="not LPIPS-alex linear heads") as info:
+    with pytest.raises(WeightsError, match="not LPIPS-alex linear heads") as info:
         load_lpips("alex")
     assert "\n" not in str(info.value)
     (folder / "alex.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="cannot read as a state dict"):
+    with pytest.raises(WeightsError, match=r"alex\.pth: cannot be read as a state dict") as info:
         load_lpips("alex")
+    assert info.value.__cause__ is not None  # the loader's own error is kept
 
 
 def test_images_below_the_backbone_minimum_are_refused(random_alex):

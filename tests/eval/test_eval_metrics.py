@@ -70,7 +70,8 @@ def test_channel_scale_guards_zero_division_and_takes_the_usual_median():
     scale = channel_scale(pred, gt)
     assert scale.tolist() == pytest.approx([2.0, 2.5, 1.0])
     aligned, _ = align_channels(pred, gt)
-    assert torch.isfinite(aligned).all() and aligned.max() <= 1.0  # 0.5 * 2.5 clipped to 1
+    expected = (pred * torch.tensor([2.0, 2.5, 1.0])).clamp(0.0, 1.0)  # G: 0.5 * 2.5 clipped to 1
+    assert torch.allclose(aligned, expected, atol=1e-7) and float(aligned[0, 0, 1]) == 1.0
 
 
 def test_ssim_of_identical_images_is_one_and_of_constants_is_the_closed_form():

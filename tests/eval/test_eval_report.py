@@ -15,15 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from relight3d.eval.evaluate import (
-    BASELINE_METHOD,
-    EvalRecord,
-    EvaluationResult,
-    compare,
-    evaluate_folders,
-    evaluate_manifest,
-)
-from relight3d.eval.report import summarize, write_report
+from relight3d.errors import DataError
+from relight3d.eval.evaluate import compare, evaluate_folders, evaluate_manifest
+from relight3d.eval.records import BASELINE_METHOD, EvalRecord, read_result
+from relight3d.eval.report import write_report
+from relight3d.eval.tables import summarize
 
 
 def _u8(path) -> np.ndarray:  # noqa: ANN001
@@ -76,8 +72,8 @@ def test_report_files_are_written_and_consistent(bench, no_lpips_weights, tmp_pa
         baseline_dir=bench["gt_light000"],
         object_name="disc",
         light="light001",
-        output=out,
     )
+    write_report(result, out)
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
         ["metrics_per_image.csv", "summary.csv", "summary_by_method.csv", "summary.md", "records.json", "report.html"]
@@ -95,8 +91,8 @@ def test_report_files_are_written_and_consistent(bench, no_lpips_weights, tmp_pa
     exact_line = next(line for line in markdown.splitlines() if line.startswith("| exact | 3 |"))
     assert exact_line.startswith("| exact | 3 | **120.00** |")  # the best value of a column is bold
     assert "LPIPS: n/a (no LPIPS weights)" in markdown
-    restored = EvaluationResult.from_json(json.loads((out / "records.json").read_text()))
-    assert [r.as_row()["psnr_masked"] for r in restored.records] == [r.metrics["psnr_masked"] for r in result.records]
+    restored = read_result(out / "records.json")
+    assert restored.to_json() == json.loads(json.dumps(result.to_json()))  # every field, NaN as null
     assert math.isnan(restored.records[0].metrics["lpips"])
 
     page = (out / "report.html").read_text()
@@ -143,7 +139,8 @@ def test_manifest_runs_every_object_light_and_method(bench, no_lpips_weights, tm
         "gt: objects/{object}/gt/{light}\nmethods:\n  noisy: {dir: 'objects/{object}/noisy/{light}'}\n"
     )
     out = tmp_path / "manifest_report"
-    result = evaluate_manifest(manifest, output=out)
+    result = evaluate_manifest(manifest)
+    write_report(result, out)
     keys = sorted({(r.object, r.light, r.method) for r in result.records})
     assert keys == sorted(
         [(o, lt, "noisy") for o in "ab" for lt in ("light000", "light001")]
@@ -168,6 +165,16 @@ def test_manifest_runs_every_object_light_and_method(bench, no_lpips_weights, tm
     assert {r.method for r in only_baseline.records} == {BASELINE_METHOD}
 
 
+def test_records_json_that_is_not_a_result_is_a_one_line_error(tmp_path):
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps({"records": [{"view": "r_000"}]}))
+    with pytest.raises(DataError, match="records.json: not evaluation records"):
+        read_result(path)
+    path.write_text("{oops")
+    with pytest.raises(DataError, match="malformed JSON"):
+        read_result(path)
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         path = shutil.which(name)
@@ -179,12 +186,10 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="no chromium/chrome on PATH (Debian: apt-get install chromium)")
 def test_html_report_renders_in_headless_chromium(bench, no_lpips_weights, tmp_path):
     out = tmp_path / "browser_report"
-    compare(
-        bench["gt_light001"],
-        {"noisy": bench["noisy"], "tinted": bench["tinted"]},
-        baseline_dir=bench["gt_light000"],
-        output=out,
+    result = compare(
+        bench["gt_light001"], {"noisy": bench["noisy"], "tinted": bench["tinted"]}, baseline_dir=bench["gt_light000"]
     )
+    write_report(result, out)
     shot = tmp_path / "shot.png"
     width, height = 1200, 1400
     cmd = [

@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from relight3d.cli import main
-from relight3d.data.errors import DataError
 from relight3d.engine.loading import load_trained_pipeline
+from relight3d.errors import DataError
 
 
 def test_loaded_pipeline_equals_the_trained_one(sphere_run):

@@ -8,19 +8,11 @@ import torch
 import trimesh
 from conftest import position_color, sigmoid_ball
 
-from relight3d.data.errors import DataError
+from relight3d.errors import DataError
 from relight3d.export.camera_paths import ViewSettings, orbit_path
-from relight3d.export.mesh import (
-    GridSpec,
-    MeshExportConfig,
-    NoSurfaceError,
-    export_mesh,
-    extract_mesh,
-    marching_cubes_in_slabs,
-    sample_density_grid,
-    silhouettes_from_views,
-    surface_density_threshold,
-)
+from relight3d.export.mesh import MeshExportConfig, export_mesh, extract_mesh
+from relight3d.export.mesh_surface import GridSpec, marching_cubes_in_slabs, sample_density_grid
+from relight3d.export.mesh_threshold import NoSurfaceError, silhouettes_from_views, surface_density_threshold
 
 FAST = dict(progress=False, auto_threshold_rays=512, auto_threshold_samples=256)
 

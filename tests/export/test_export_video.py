@@ -17,8 +17,7 @@ import pytest
 import torch
 
 from relight3d.cli import main
-from relight3d.data.errors import DataError
-from relight3d.data.single_image import look_at_camera_to_world, orbit_position
+from relight3d.errors import DataError
 from relight3d.export.camera_paths import (
     ViewSettings,
     load_camera_path_json,
@@ -27,6 +26,7 @@ from relight3d.export.camera_paths import (
     spiral_path,
     write_camera_path_json,
 )
+from relight3d.export.orbits import orbit_directions
 from relight3d.export.video import (
     RotatingLightPath,
     VideoExportConfig,
@@ -34,6 +34,7 @@ from relight3d.export.video import (
     render_camera_outputs,
     render_video,
 )
+from relight3d.geometry import look_at, orbit_positions
 
 VIEW = ViewSettings(radius=3.0, elevation=20.0, vertical_fov=40.0, width=32, height=24)
 
@@ -57,12 +58,32 @@ def test_orbit_cameras_circle_the_target_and_match_dataset_poses():
     forward = -cams.camera_to_worlds[:, :, 2]
     assert torch.allclose(torch.linalg.cross(forward, -positions).norm(dim=-1), torch.zeros(8), atol=1e-5)
     # Same convention as the dataset cameras relight3d renders: azimuth 0 is Blender's front view.
-    reference = look_at_camera_to_world(orbit_position(3.0, 20.0, 0.0))
+    reference = look_at(orbit_positions(3.0, 20.0, 0.0)).numpy()
     assert np.allclose(cams.camera_to_worlds[0].numpy(), reference, atol=1e-5)
-    reference_90 = look_at_camera_to_world(orbit_position(3.0, 20.0, 90.0))
+    reference_90 = look_at(orbit_positions(3.0, 20.0, 90.0)).numpy()
     assert np.allclose(cams.camera_to_worlds[2].numpy(), reference_90, atol=1e-5)
     focal = 24 / (2 * math.tan(math.radians(20.0)))
     assert torch.allclose(cams.fy, torch.full_like(cams.fy, focal)) and int(cams.width[0]) == 32
+
+
+@pytest.mark.parametrize("up", [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.3, 0.2, 0.9)])
+def test_orbit_directions_for_any_world_up(up):
+    azimuth, elevation = torch.tensor([0.0, 90.0, 200.0]), torch.tensor([20.0, -35.0, 60.0])
+    directions = orbit_directions(azimuth, elevation, up).double()
+    unit_up = torch.nn.functional.normalize(torch.tensor(up, dtype=torch.float64), dim=0)
+    assert torch.allclose(directions.norm(dim=-1), torch.ones(3, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(directions @ unit_up, torch.sin(torch.deg2rad(elevation)).double(), atol=1e-6)
+    if up == (0.0, 0.0, 1.0):  # relight3d's own frame: exactly geometry's orbit
+        assert torch.equal(orbit_directions(azimuth, elevation), orbit_positions(1.0, elevation, azimuth))
+    if up == (0.0, 1.0, 0.0):  # azimuth 0 looks from +Z; azimuth 90 from +X (counter-clockwise seen from +Y)
+        el = torch.deg2rad(elevation).double()
+        assert torch.allclose(directions[0], torch.stack([0 * el[0], el[0].sin(), el[0].cos()]), atol=1e-6)
+        assert torch.allclose(directions[1], torch.stack([el[1].cos(), el[1].sin(), 0 * el[1]]), atol=1e-6)
+    cams = orbit_path(4, ViewSettings(radius=2.0, elevation=30.0, up=up, target=(0.1, 0.2, -0.3)))
+    offsets = cams.camera_to_worlds[:, :, 3] - torch.tensor([0.1, 0.2, -0.3])
+    assert torch.allclose(offsets.double() @ unit_up, torch.full((4,), 1.0, dtype=torch.float64), atol=1e-5)
+    camera_up = cams.camera_to_worlds[:, :, 1].double()  # no roll: the camera's up leans towards the world's
+    assert (camera_up @ unit_up > 0.8).all()
 
 
 def test_spiral_swings_in_elevation_and_loops():

@@ -85,7 +85,7 @@ for path, camera_to_world in zip(cfg["outputs"], cfg["cameras"]):
 
 
 def _bpy_python() -> Path:
-    from relight3d.benchmark.runner import BpyNotFoundError, find_bpy_python
+    from relight3d_bench.runner import BpyNotFoundError, find_bpy_python
 
     try:
         return Path(find_bpy_python())

@@ -1,8 +1,7 @@
-"""``relight3d envmap info | rotate | preview``: outputs checked against the library, errors as one line."""
+"""``relight3d envmap info | rotate | preview``: outputs checked against the library, errors as one line, --help."""
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import subprocess
@@ -14,21 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from relight3d.data.errors import DataError
-from relight3d.lighting import cli as lighting_cli
+from relight3d.cli import main
 from relight3d.lighting import envmap_directions, read_envmap, rotate_envmap_about_up, write_envmap
 
 
 def _run(argv: list, capsys: pytest.CaptureFixture) -> tuple:
-    """Parse with a parser holding only this module's subcommand, run like relight3d.cli.main (DataError -> 2)."""
-    parser = argparse.ArgumentParser(prog="relight3d")
-    lighting_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        code = args.func(args)
-    except DataError as err:
-        print(f"relight3d: error: {err}", file=sys.stderr)
-        code = 2
+    """``relight3d <argv>`` in this process: exit code, stdout, stderr."""
+    code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -92,9 +83,7 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_relight3d_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Through the real entry point (relight3d.cli.main), as a user would run it."""
-    from relight3d.cli import main
-
+    """The real entry point's messages for a missing map and for a good one."""
     missing = tmp_path / "missing.exr"
     assert main(["envmap", "info", str(missing)]) == 2
     assert capsys.readouterr().err == f"relight3d: error: {missing}: file not found\n"
@@ -108,3 +97,11 @@ def test_importing_the_cli_module_is_cheap() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_help_of_every_envmap_command_exits_0(capsys: pytest.CaptureFixture) -> None:
+    for command in (["envmap"], ["envmap", "info"], ["envmap", "rotate"], ["envmap", "preview"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--help"])
+        assert exit_info.value.code == 0
+    assert "default: automatic (99th percentile -> white)" in " ".join(capsys.readouterr().out.split())

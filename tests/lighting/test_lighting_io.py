@@ -11,7 +11,7 @@ import OpenEXR
 import pytest
 import torch
 
-from relight3d.data.errors import DataError
+from relight3d.errors import DataError
 from relight3d.lighting import EnvMapError, read_envmap, write_envmap
 
 
@@ -86,7 +86,7 @@ def test_luminance_only_exr_is_grey(tmp_path: Path) -> None:
 
 def test_blender_shipped_map_reads_and_clamps() -> None:
     """A real Poly Haven map (DWA-compressed, with negatives) from bpy's studiolights, when bpy is installed."""
-    from relight3d.benchmark.runner import BpyNotFoundError, find_bpy_python
+    from relight3d_bench.runner import BpyNotFoundError, find_bpy_python
 
     try:
         python = Path(find_bpy_python())

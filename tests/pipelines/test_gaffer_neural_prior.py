@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "priors"))
-from prior_fixtures import neural_gaffer_components, save_components  # noqa: E402
-
-from relight3d.pipelines.relight_run import RelightJob, run_relighting  # noqa: E402
-from relight3d.priors import NeuralGafferPriorConfig  # noqa: E402
+from relight3d.method_configs import gaffer_config
+from relight3d.pipelines.relight_run import RelightJob, run_relighting
+from relight3d.priors import NeuralGafferPriorConfig
+from relight3d.priors.diffusion.components import IMAGE_PARTS
+from relight3d.priors.diffusion.testing import tiny_components
 
 
 @pytest.fixture()
@@ -26,15 +25,13 @@ def one_thread():
 
 
 def test_neural_gaffer_prior_runs_both_stages(trained_object_run: Path, tiny_object_folder: Path, tmp_path, one_thread):
-    model_dir = save_components(tmp_path / "ng", **neural_gaffer_components())
+    model_dir = tiny_components(IMAGE_PARTS, 16).save_pretrained(tmp_path / "ng")
     prior = NeuralGafferPriorConfig(model_path=model_dir, num_inference_steps=2, resolution=16, envmap_height=16)
     job = RelightJob(
         field_run=trained_object_run,
         envmaps=[tiny_object_folder / "envmaps" / "sky.exr"],
         output=tmp_path / "out",
-        prior=prior,
-        stage1_steps=3,
-        stage2_steps=2,
+        method=gaffer_config(stage1_steps=3, stage2_steps=2, prior=prior),
         video_frames=2,
     )
     results = run_relighting(job)

@@ -47,14 +47,14 @@ def scene_field(relight_scene, tmp_path_factory: pytest.TempPathFactory, shrink_
 def cheap_physical_prior(monkeypatch) -> None:
     """The physical prior with coarse shadows (32 directions, a 16^3 density grid): tracing the default 288
     directions through a 64^3 grid costs tens of seconds per run on a CPU, the same for any image size."""
-    from relight3d.pipelines import cli as pipelines_cli
+    from relight3d.priors import registry
     from relight3d.priors.physical import PhysicalPriorConfig
 
     def prior_config(name: str, model_path):  # noqa: ANN001, ANN202
         assert name == "physical" and model_path is None
         return PhysicalPriorConfig(shadow_directions_height=4, shadow_volume_resolution=16)
 
-    monkeypatch.setattr(pipelines_cli, "prior_config", prior_config)
+    monkeypatch.setattr(registry, "prior_config", prior_config)
 
 
 def _relight(field: Path, out: Path, *extra: str) -> int:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
 
 from relight3d.cli import main
+from relight3d.errors import ConfigError
+from relight3d.pipelines.cli import register
 
 
 def test_relight_command_scores_against_ground_truth(trained_object_run: Path, tiny_object_folder: Path, tmp_path):
@@ -57,3 +63,55 @@ def test_ldr_envmap_is_a_one_line_error(trained_object_run: Path, tmp_path: Path
     code = main(["relight", "--field-run", str(trained_object_run), "--envmap", str(ldr), "--output", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "photo.png" in err
+
+
+def _relight_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relight3d")
+    register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_relight_help_lists_the_registered_priors_and_every_default(capsys) -> None:
+    from relight3d.priors.registry import DEFAULT_PRIOR, PRIORS
+
+    parser = _relight_parser()
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["relight", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"--prior NAME the 2D relighting prior: {', '.join(sorted(PRIORS))} (default: {DEFAULT_PRIOR})" in text
+    for flag, default in [("--stage1-steps", "2500"), ("--stage2-steps", "500"), ("--video-frames", "48"),
+                          ("--rotation", "0.0"), ("--device", "auto")]:  # fmt: skip
+        assert re.search(rf"{flag} \S+ (?:(?! --).)*\(default: {re.escape(default)}\)", text), flag
+    args = parser.parse_args(["relight", "--field-run", "r", "--envmap", "a.exr", "--output", "o"])
+    assert str(args.prior) == DEFAULT_PRIOR and args.device == "auto"
+
+
+def test_building_the_parser_imports_no_torch() -> None:
+    """The priors' registry imports torch and nerfstudio: it is read only when --prior is checked or listed."""
+    code = (
+        "import argparse, sys; from relight3d.pipelines.cli import register; "
+        "register(argparse.ArgumentParser().add_subparsers()); print(sorted(m for m in ('torch', 'nerfstudio') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "extra, option",
+    [
+        (["--prior", "physical", "--prior-path", "weights"], "--prior-path"),  # the physical prior has no weights
+        (["--stage1-steps", "0", "--stage2-steps", "0"], "--stage1-steps"),
+        (["--strength", "1", "2"], "--strength"),
+    ],
+)
+def test_bad_relight_options_are_config_errors(tmp_path: Path, capsys, extra, option) -> None:
+    argv = ["relight", "--field-run", str(tmp_path / "run.yml"), "--envmap", str(tmp_path / "a.exr"), "--output",
+            str(tmp_path / "out"), *extra]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"relight3d: error: {option}")
+    with pytest.raises(ConfigError):
+        _relight_parser().parse_args(argv).func(_relight_parser().parse_args(argv))
+    assert not (tmp_path / "out").exists()

@@ -1,7 +1,9 @@
-"""relight3d-gaffer end to end on a tiny scene: stage 1 cache, image replacement, frozen density, stage 2, resume."""
+"""relight3d-gaffer end to end on a tiny scene: stage 1 cache (against a closed form), image replacement, the
+appearance fit, frozen density, stage 2, state kept out of checkpoints, resume."""
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -10,11 +12,16 @@ import pytest
 import torch
 import yaml
 
-from relight3d.data.errors import DataError
+from relight3d.data import images as image_files
 from relight3d.engine.run import train
 from relight3d.engine.trainer import latest_checkpoint, load_checkpoint_file
+from relight3d.errors import DataError
+from relight3d.lighting import linear_to_srgb, srgb_to_linear
 from relight3d.method_configs import gaffer_config, tensorf_config
-from relight3d.pipelines.relighting import STAGE1_DIRS, load_field_run, render_view, straight_rgb, t_star_at
+from relight3d.pipelines.relight_field import load_field_run, render_view, straight_rgb
+from relight3d.pipelines.relight_stage1 import STAGE1_DIRS, relight_training_views
+from relight3d.pipelines.relight_stage2 import t_star_at
+from relight3d.pipelines.relight_state import RelightingState
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,8 @@ def test_gaffer_is_registered() -> None:
 def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_path: Path, shrink_config) -> None:
     trained_run = trained_object_run
     _, field_state, _ = load_field_run(trained_run)
-    cfg = shrink_config(gaffer_config(stage1_steps=12, stage2_steps=3), 15)
+    torch.manual_seed(0)
+    cfg = shrink_config(gaffer_config(stage1_steps=30, stage2_steps=3), 33)
     cfg.pipeline.field_run = trained_run
     cfg.pipeline.target_envmap = target_map
     trainer = train(cfg, None, tmp_path, experiment_name="gaffer")
@@ -70,21 +78,45 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     c2w = pipeline.datamanager.train_cameras.camera_to_worlds[0].numpy()
     assert np.allclose(rt[:, :3] @ c2w[:, :3], np.eye(3), atol=1e-4)
     # the training images were replaced by the relit views (alpha kept)
-    from relight3d.pipelines.relighting import _load_png
+    def load_png(path: Path) -> torch.Tensor:
+        return torch.from_numpy(image_files.read_rgba(path)[0])
 
-    pred0 = _load_png(cache / "pred_image" / "000.png")[..., :3]
+    pred0 = load_png(cache / "pred_image" / "000.png")[..., :3]
     stored = pipeline.datamanager.train_images[0, ..., :3].cpu()
     mask = pipeline.datamanager.train_images[0, ..., 3].cpu() > 0.5
     assert (pred0 - stored).abs()[mask].max() < 1.5 / 255
-    original = _load_png(cache / "input_image" / "000.png")[..., :3]
+    original = load_png(cache / "input_image" / "000.png")[..., :3]
     assert (pred0 - original).abs()[mask].mean() > 0.02  # the bluish light changed the object
     # density is frozen: identical to the trained field; appearance moved
     state = pipeline.model.state_dict()
     density_keys = [k for k in state if k.startswith("field.density_")]
     assert density_keys and all(torch.equal(state[k], field_state[k]) for k in density_keys)
     assert not torch.equal(state["field.appearance_planes"], field_state["field.appearance_planes"])
+    # the run-time state is plain data outside the module tree: the checkpoint holds the model and nothing else
+    assert isinstance(pipeline.state, RelightingState) and pipeline.state.prior is not None
+    assert set(pipeline.state_dict()) == {f"_model.{k}" for k in state}
+    assert pipeline.state.timings.stage1_views == n and pipeline.state.timings.stage2_iters == 2
+    # stage 1 fitted the appearance to the relit views: the training views now render much closer to them than
+    # the trained field's did
+    from relight3d.pipelines.relight_run import trained_field_weights
+
+    relit = pipeline.datamanager.train_images.cpu()
+
+    def error_to_relit() -> float:
+        errors = []
+        with torch.no_grad():
+            for i in range(n):
+                rgb = render_view(pipeline.model, pipeline.datamanager.train_cameras[i : i + 1])["rgb"].cpu()
+                inside = relit[i, ..., 3] > 0.99
+                errors.append(((rgb - relit[i, ..., :3]) ** 2)[inside].mean())
+        return float(torch.stack(errors).mean())
+
+    fitted = error_to_relit()
+    with trained_field_weights(pipeline):
+        unfitted = error_to_relit()
+    assert fitted < 0.6 * unfitted, (fitted, unfitted)
     ckpt = latest_checkpoint(trainer.base_dir / "nerfstudio_models")
-    assert ckpt is not None and load_checkpoint_file(ckpt)["step"] == 14
+    assert ckpt is not None and load_checkpoint_file(ckpt)["step"] == 32
     # stage 2 ran at a tenth of the scheduled learning rates (the schedulers' base rates were scaled once)
     scheduler = trainer.optimizers.schedulers["appearance_grid"]
     assert scheduler.base_lrs[0] == pytest.approx(0.02 * pipeline.config.stage2_lr_scale)
@@ -104,7 +136,8 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     assert float((fused * torch.nn.functional.normalize(gb["normals"][fg], dim=-1)).sum(-1).mean()) > 0.5
 
     # eval renders are saved with straight alpha: composited on white by the evaluator, they are the render itself
-    from relight3d.eval.folders import composite, read_rgba
+    from relight3d.data.images import read_rgba
+    from relight3d.eval.folders import composite
     from relight3d.pipelines.relight_run import render_eval_views
 
     eval_cams = pipeline.datamanager.eval_dataset.cameras
@@ -112,7 +145,7 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     render_eval_views(pipeline, tmp_path / "pred", {v: f"{v:03d}.png" for v in views})
     with torch.no_grad():
         render = render_view(pipeline.model, eval_cams[0:1])
-    saved = composite(read_rgba(tmp_path / "pred" / f"{views[0]:03d}.png"), 1.0)
+    saved = composite(read_rgba(tmp_path / "pred" / f"{views[0]:03d}.png")[0], 1.0)
     edge = (render["accumulation"][..., 0] > 0.05) & (render["accumulation"][..., 0] < 0.95)
     assert int(edge.sum()) > 0  # the check covers partly covered pixels, where compositing twice would show
     assert float((saved - render["rgb"].cpu()).abs().max()) < 1.5 / 255
@@ -126,7 +159,7 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
         return images
 
     pipeline.prior.refine = identity_refine
-    outputs, losses, _ = pipeline._stage2_loss_dict(0)
+    outputs, losses, _ = pipeline.stage2_loss_dict(0)
     acc = seen["masks"][0]
     recomposited = seen["images"][0] * acc + (1 - acc) * pipeline.model.background.cpu()
     # (to within the 1/255 of accumulation below which the colour is taken to be the background's)
@@ -134,16 +167,37 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     assert float(losses["stage2_l1"]) < 1e-3
     del pipeline.prior.refine
 
+    # stage 1 against a closed form: under uniform maps with the target half the source, a Lambertian prior scales
+    # every object pixel's linear colour by 0.5 (the shading, the shadows and the bounce all scale with the light).
+    # Batches of 5 views: the last one is partial.
+    source = torch.full((8, 16, 3), 4.0)
+    lambertian = dataclasses.replace(pipeline.config.prior, specular_weight=0.0).setup()
+    originals = torch.cat([pipeline.state.original_images, relit[..., 3:]], -1)
+    c2w = pipeline.datamanager.train_cameras.camera_to_worlds.cpu()
+
+    def inputs(views: torch.Tensor) -> dict:
+        return {**pipeline.prior_inputs(views), "source_envmap": source}
+
+    uniform = tmp_path / "uniform_stage1"
+    out = relight_training_views(lambertian, originals, c2w, 0.5 * source, inputs, 5, uniform, "k")
+    inside = originals[..., 3:] > 0
+    expected = torch.where(inside, linear_to_srgb(0.5 * srgb_to_linear(originals[..., :3])), originals[..., :3])
+    assert out.shape == expected.shape and float((out - expected).abs().max()) < 1e-4
+    assert float((out - originals[..., :3]).abs()[inside[..., 0]].mean()) > 0.05
+    cached = torch.stack([load_png(uniform / "pred_image" / f"{i:03d}.png") for i in range(n)])
+    assert float((cached[..., :3] - expected).abs().max()) < 0.51 / 255  # 8-bit PNGs
+    assert torch.equal(cached[..., 3:], originals[..., 3:])
+
     # resume: the stage-1 cache is reused (no new files), training continues from the checkpoint
     stamp = (cache / "pred_image" / "000.png").stat().st_mtime_ns
-    cfg2 = shrink_config(gaffer_config(stage1_steps=12, stage2_steps=3), 2)
+    cfg2 = shrink_config(gaffer_config(stage1_steps=30, stage2_steps=3), 2)
     cfg2.pipeline.field_run = trained_run
     cfg2.pipeline.target_envmap = target_map
     cfg2.pipeline.cache_dir = cache
     cfg2.load_dir = trainer.base_dir / "nerfstudio_models"
     trainer2 = train(cfg2, None, tmp_path / "resumed", experiment_name="gaffer")
     assert (cache / "pred_image" / "000.png").stat().st_mtime_ns == stamp
-    assert trainer2._start_step == 15
+    assert trainer2._start_step == 33
 
 
 def test_field_run_from_another_method_is_a_one_line_error(tmp_path: Path) -> None:

@@ -1,12 +1,24 @@
-"""Fixtures of the prior tests: one thread per test, and tiny random checkpoints saved once per session."""
+"""Fixtures of the prior tests: one thread per test, tiny random checkpoints saved once per session, and the prior
+under test of each module.
+
+A test module of one diffusion prior names its config class as ``PRIOR_CONFIG``; the ``tiny_prior_config`` and ``prior``
+fixtures then build that prior on the tiny checkpoint of its architecture (``prior_fixtures.TINY_MODELS``), and
+``real_prior`` on the real weights the environment names (``prior_fixtures.REAL_WEIGHTS``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
 
 import pytest
 import torch
-from prior_fixtures import neural_gaffer_components, save_components, text_prior_components
+from prior_fixtures import REAL_WEIGHTS, TINY_MODELS
+
+from relight3d.priors.base import RelightingPrior, RelightingPriorConfig
+from relight3d.priors.diffusion.testing import tiny_components
 
 
 @pytest.fixture(autouse=True)
@@ -20,18 +32,59 @@ def single_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_neural_gaffer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random Neural-Gaffer-architecture checkpoint (16-channel UNet, VAE, CLIP image encoder, DDIM scheduler)."""
-    return save_components(tmp_path_factory.mktemp("neural_gaffer"), **neural_gaffer_components())
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[type], Path]:
+    """``tiny_checkpoint(config_class)``: the folder of a random checkpoint with the architecture of that prior
+    (``prior_fixtures.TINY_MODELS``), saved once per session (priors of the same architecture share it)."""
+    saved: Dict[Tuple[Tuple[str, ...], int], Path] = {}
+
+    def folder(config_class: type) -> Path:
+        parts, channels = TINY_MODELS[config_class]
+        if (parts, channels) not in saved:
+            saved[parts, channels] = tiny_components(parts, channels).save_pretrained(tmp_path_factory.mktemp("tiny"))
+        return saved[parts, channels]
+
+    return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_ip2p_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random InstructPix2Pix-architecture checkpoint (8-channel UNet, VAE, CLIP text encoder + tokenizer)."""
-    return save_components(tmp_path_factory.mktemp("ip2p"), **text_prior_components(8))
+@pytest.fixture(scope="module")
+def tiny_prior_config(
+    request: pytest.FixtureRequest, tiny_checkpoint: Callable[[type], Path]
+) -> Callable[..., RelightingPriorConfig]:
+    """``tiny_prior_config(model_path=None, **fields)``: the module's ``PRIOR_CONFIG`` for a tiny model at
+    ``model_path`` (default: the tiny checkpoint of its architecture), with 2 sampling steps and 16-row maps
+    (where it has them) unless ``fields`` say otherwise."""
+    config_class = request.module.PRIOR_CONFIG
+
+    def make(model_path: Optional[Path] = None, **fields) -> RelightingPriorConfig:
+        fields.setdefault("num_inference_steps", 2)
+        if any(f.name == "envmap_height" for f in dataclasses.fields(config_class)):
+            fields.setdefault("envmap_height", 16)
+        return config_class(model_path=model_path or tiny_checkpoint(config_class), **fields)
+
+    return make
 
 
-@pytest.fixture(scope="session")
-def tiny_ic_light_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random IC-Light fc checkpoint (8-channel UNet: noisy latent + foreground latent)."""
-    return save_components(tmp_path_factory.mktemp("ic_light_fc"), **text_prior_components(8))
+@pytest.fixture(scope="module")
+def prior(tiny_prior_config: Callable[..., RelightingPriorConfig]) -> RelightingPrior:
+    """The module's prior (``PRIOR_CONFIG``) on the tiny checkpoint of its architecture, on the CPU."""
+    return tiny_prior_config().setup()
+
+
+@pytest.fixture
+def real_prior(request: pytest.FixtureRequest) -> Callable[..., RelightingPrior]:
+    """``real_prior(**fields)``: the module's prior with ``fields``, on CUDA when there is one, with the real weights
+    the environment names (``prior_fixtures.REAL_WEIGHTS``: ``model_path``, and the UNet weights merged over it when
+    their variable is set). The test is skipped where the weights are not named."""
+    config_class = request.module.PRIOR_CONFIG
+    path_variable, weights_variable, what = REAL_WEIGHTS[config_class]
+    if not os.environ.get(path_variable):
+        pytest.skip(f"set {path_variable} to {what}; no weights are available here")
+
+    def make(**fields) -> RelightingPrior:
+        config = config_class(model_path=Path(os.environ[path_variable]), **fields)
+        merged = os.environ.get(weights_variable) if weights_variable else None
+        if merged:
+            setattr(config, config._target.unet_weights_field, Path(merged))
+        return config.setup(device="cuda" if torch.cuda.is_available() else "cpu")
+
+    return make

@@ -1,167 +1,60 @@
-"""Helpers for the prior tests: tiny random models with the architectures of the relighting priors, saved in the
-diffusers layout, and small views / cameras / environment maps to feed them.
+"""Inputs for the prior tests: small views, cameras and environment maps. The tiny random models come from
+:mod:`relight3d.priors.diffusion.testing` (their only home).
 
-Sizes follow diffusers' fast tests, made smaller: 2-level UNets and VAEs with 8-32 channels, one layer per block,
-16 px images (latents of 8 x 8), one-layer CLIP encoders and a tokenizer built offline from a tiny vocabulary.
 (A module of its own, not conftest.py, so that ``from prior_fixtures import ...`` cannot pick up another
 directory's conftest.)
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from pathlib import Path
-from typing import Any, Dict
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-RESOLUTION = 16
-"""Native resolution of the tiny models: UNet sample size 8 x VAE factor 2."""
-CROSS_ATTENTION_DIM = 16
+from relight3d.geometry import look_at
+from relight3d.priors.diffusion.components import IMAGE_PARTS, TEXT_PARTS
+from relight3d.priors.ic_light import ICLightPriorConfig
+from relight3d.priors.instruct_pix2pix import InstructPix2PixPriorConfig
+from relight3d.priors.neural_gaffer import NeuralGafferPriorConfig
+
+TINY_MODELS: Dict[type, Tuple[Tuple[str, ...], int]] = {
+    NeuralGafferPriorConfig: (IMAGE_PARTS, 16),  # 16-channel UNet, VAE, CLIP image encoder, DDIM scheduler
+    InstructPix2PixPriorConfig: (TEXT_PARTS, 8),  # 8-channel UNet, VAE, CLIP text encoder + tokenizer
+    ICLightPriorConfig: (TEXT_PARTS, 8),  # IC-Light fc (noisy latent + foreground latent): the same architecture
+}
+"""Architecture of each diffusion prior's tiny random checkpoint: ``(components, UNet input channels)``."""
+
+REAL_WEIGHTS: Dict[type, Tuple[str, Optional[str], str]] = {
+    NeuralGafferPriorConfig: (
+        "RELIGHT3D_NEURAL_GAFFER_PATH",
+        "RELIGHT3D_NEURAL_GAFFER_UNET_CHECKPOINT",
+        "Neural Gaffer's weights (a converted folder, or the Zero123-XL base with "
+        "RELIGHT3D_NEURAL_GAFFER_UNET_CHECKPOINT=<checkpoint-80000>)",
+    ),
+    InstructPix2PixPriorConfig: ("RELIGHT3D_IP2P_PATH", None, "an InstructPix2Pix folder"),
+    ICLightPriorConfig: (
+        "RELIGHT3D_IC_LIGHT_PATH",
+        "RELIGHT3D_IC_LIGHT_OFFSET",
+        "an SD1.5 folder and RELIGHT3D_IC_LIGHT_OFFSET to iclight_sd15_fc.safetensors (or the path alone to a merged "
+        "folder)",
+    ),
+}
+"""Where the environment names each diffusion prior's real weights: ``(variable of model_path, variable of the UNet
+weights merged over it (the field the prior's ``unet_weights_field`` names) or None, what they are)``."""
 
 
-def tiny_unet(in_channels: int, cross_attention_dim: int = CROSS_ATTENTION_DIM):
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=RESOLUTION // 2,
-        in_channels=in_channels,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
-
-
-def tiny_vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=RESOLUTION,
-    )
-
-
-def tiny_scheduler():
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-
-
-def tiny_image_encoder():
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    config = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=16,
-        patch_size=8,
-        projection_dim=CROSS_ATTENTION_DIM,
-    )
-    return CLIPVisionModelWithProjection(config).eval()
-
-
-def tiny_text_encoder(vocab_size: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = CLIPTextConfig(
-        vocab_size=vocab_size,
-        hidden_size=CROSS_ATTENTION_DIM,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=32,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    return CLIPTextModel(config).eval()
-
-
-def tiny_tokenizer():
-    """A CLIP BPE tokenizer over single characters and a few merges, built offline."""
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    symbols = list("abcdefghijklmnopqrstuvwxyz,.")
-    for s in symbols:
-        vocab[s] = len(vocab)
-    for s in symbols:
-        vocab[s + "</w>"] = len(vocab)
-    merges = [("l", "i"), ("g", "h"), ("gh", "t</w>"), ("li", "ght</w>")]
-    for a, b in merges:
-        vocab.setdefault(a + b, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=32)
-
-
-def save_components(folder: Path, **components: Any) -> Path:
-    """Write each component with its own ``save_pretrained`` into ``folder/<name>`` (the diffusers layout)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, component in components.items():
-        component.save_pretrained(folder / name)
-    return folder
-
-
-def neural_gaffer_components(in_channels: int = 16) -> Dict[str, Any]:
-    torch.manual_seed(0)
-    return {
-        "unet": tiny_unet(in_channels),
-        "vae": tiny_vae(),
-        "image_encoder": tiny_image_encoder(),
-        "scheduler": tiny_scheduler(),
-    }
-
-
-def text_prior_components(in_channels: int) -> Dict[str, Any]:
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer()
-    return {
-        "unet": tiny_unet(in_channels),
-        "vae": tiny_vae(),
-        "text_encoder": tiny_text_encoder(len(tokenizer)),
-        "tokenizer": tokenizer,
-        "scheduler": tiny_scheduler(),
-    }
-
-
-def look_at(eye, target=(0.0, 0.0, 0.0)) -> torch.Tensor:
-    """Blender/OpenGL camera-to-world [3, 4] at ``eye`` looking at ``target``, world Z up."""
-    eye = torch.as_tensor(eye, dtype=torch.float32)
-    forward = torch.nn.functional.normalize(torch.as_tensor(target, dtype=torch.float32) - eye, dim=0)
-    right = torch.nn.functional.normalize(torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0])), dim=0)
-    up = torch.linalg.cross(right, forward)
-    return torch.cat([torch.stack([right, up, -forward], dim=1), eye[:, None]], dim=1)
+def camera_at(eye) -> torch.Tensor:
+    """Blender/OpenGL camera-to-world [3, 4] at ``eye`` looking at the origin, world Z up."""
+    return look_at(torch.as_tensor(eye, dtype=torch.float32))
 
 
 def orbit_cameras(n: int, radius: float = 3.0, height: float = 1.0) -> torch.Tensor:
-    """``n`` cameras on a circle around the origin, looking at it: [n, 3, 4]."""
-    return torch.stack(
-        [
-            look_at((radius * math.cos(a), radius * math.sin(a), height))
-            for a in torch.linspace(0, 2 * math.pi, n + 1)[:-1]
-        ]
-    )
+    """``n`` cameras on a circle around the origin (the first at +X), looking at it: [n, 3, 4]."""
+    angles = torch.linspace(0, 2 * math.pi, n + 1)[:-1]
+    eyes = torch.stack([radius * angles.cos(), radius * angles.sin(), torch.full_like(angles, height)], dim=-1)
+    return look_at(eyes)
 
 
 def sun_envmap(
@@ -184,3 +77,32 @@ def disc_views(n: int, height: int = 20, width: int = 24, seed: int = 1):
     shading = (0.6 + 0.4 * x)[None, ..., None]
     images = (colours * shading).clamp(0, 1) * mask + (1 - mask)
     return images, mask.expand(n, height, width, 1).contiguous()
+
+
+def seeded(*seeds: int):
+    """Fresh CPU generators with these seeds (one per view), for comparing two runs with the same noise."""
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def reference_pipeline(pipeline_class, components, concat_for: Optional[Callable[[int], torch.Tensor]] = None):
+    """A diffusers ``pipeline_class`` over ``components`` (with its own copy of their scheduler), the reference the
+    priors are checked against. With ``concat_for``, its UNet appends ``concat_for(batch)`` to the noisy latents of
+    each call and says it takes 4 channels: how the concat-conditioned priors (IC-Light, Neural Gaffer) drive it."""
+    unet = components.unet
+    if concat_for is not None:
+        unet = copy.deepcopy(unet)
+        original = unet.forward
+
+        def forward(sample, timestep, encoder_hidden_states, **kwargs):
+            extra = concat_for(sample.shape[0]).to(sample)
+            return original(torch.cat([sample, extra], dim=1), timestep, encoder_hidden_states, **kwargs)
+
+        unet.forward = forward
+        unet.register_to_config(in_channels=4)
+    pipe = pipeline_class(
+        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer, unet=unet,
+        scheduler=copy.deepcopy(components.scheduler), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,4 +1,4 @@
-"""The prior contract's shared pieces: randomness, resizing, input checks, loading errors, lighting descriptions."""
+"""The prior contract's shared pieces: randomness, resizing, input checks, lighting descriptions."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from prior_fixtures import look_at, sun_envmap
+from prior_fixtures import camera_at, sun_envmap
 
-from relight3d.data.errors import DataError
+from relight3d.errors import ConfigError, DataError
 from relight3d.priors.base import (
     PriorError,
     RelightingPriorConfig,
     composite,
     from_square,
-    load_pretrained_component,
     make_generators,
-    require_model_dir,
     to_square,
 )
 from relight3d.priors.lighting_description import (
@@ -77,24 +75,13 @@ def test_composite() -> None:
 def test_prior_error_is_a_one_line_data_error() -> None:
     err = PriorError(Path("/weights/ng"), "UNet takes 8 input channels")
     assert isinstance(err, DataError) and str(err) == "/weights/ng: UNet takes 8 input channels"
-    with pytest.raises(PriorError, match="abstract prior config"):
+    with pytest.raises(ConfigError, match="^RelightingPriorConfig: is the abstract prior config"):
         RelightingPriorConfig().setup()
 
 
-def test_loading_conventions(tmp_path: Path) -> None:
-    from diffusers import AutoencoderKL
-
-    with pytest.raises(PriorError, match="missing unet/, vae/"):
-        require_model_dir(tmp_path, "X", ["unet", "vae"])
-    (tmp_path / "vae").mkdir()
-    (tmp_path / "vae" / "config.json").write_text("{not json")
-    with pytest.raises(PriorError) as info:
-        load_pretrained_component(AutoencoderKL, tmp_path, "vae")
-    assert str(tmp_path / "vae") in str(info.value) and "\n" not in str(info.value)
-
-
-def test_input_checks_are_one_line_prior_errors(tiny_neural_gaffer_dir: Path) -> None:
-    prior: NeuralGafferPrior = NeuralGafferPriorConfig(model_path=tiny_neural_gaffer_dir).setup()
+def test_input_checks_are_one_line_prior_errors(tiny_checkpoint) -> None:
+    folder = tiny_checkpoint(NeuralGafferPriorConfig)
+    prior: NeuralGafferPrior = NeuralGafferPriorConfig(model_path=folder).setup()
     images, masks = torch.rand(2, 8, 8, 3), torch.ones(2, 8, 8, 1)
     cams, env = torch.eye(4)[:3].expand(2, 3, 4), torch.ones(8, 16, 3)
     for bad in (
@@ -107,11 +94,11 @@ def test_input_checks_are_one_line_prior_errors(tiny_neural_gaffer_dir: Path) ->
         args = dict(images=images, masks=masks, cameras=cams, target_envmap=env) | bad
         with pytest.raises(PriorError) as info:
             prior.relight(**args)
-        assert str(tiny_neural_gaffer_dir) in str(info.value) and "\n" not in str(info.value)
+        assert str(folder) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_lighting_summary_reads_direction_hardness_and_colour() -> None:
-    camera = look_at((0.0, -3.0, 0.0))  # looks along world +Y: right = +X, up = +Z
+    camera = camera_at((0.0, -3.0, 0.0))  # looks along world +Y: right = +X, up = +Z
     sun = summarize_lighting(sun_envmap((-1.0, 0.0, 1.0), sky=0.0, colour=(1.0, 0.75, 0.5)), camera)
     x, y, z = sun.direction
     assert x == pytest.approx(-math.sqrt(0.5), abs=0.05) and y == pytest.approx(math.sqrt(0.5), abs=0.05)
@@ -128,7 +115,7 @@ def test_lighting_summary_reads_direction_hardness_and_colour() -> None:
 
 
 def test_preview_and_background_follow_the_camera() -> None:
-    camera = look_at((0.0, -3.0, 0.0))
+    camera = camera_at((0.0, -3.0, 0.0))
     env = sun_envmap((1.0, 0.0, 0.0), sky=0.05)  # to the camera's right
     preview = lighting_preview(env, camera, 16)
     assert preview.shape == (16, 16, 3) and preview.max() == pytest.approx(1.0, abs=1e-4)

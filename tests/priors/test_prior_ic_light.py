@@ -1,65 +1,21 @@
 """IC-Light adapter with tiny random fc / fbc models, checked against diffusers' pipelines driven as IC-Light's demo
-drives them (an ``unet.forward`` hook that concatenates the condition latents)."""
+drives them (a UNet hook that concatenates the condition latents)."""
 
 from __future__ import annotations
 
-import copy
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from prior_fixtures import (
-    RESOLUTION,
-    disc_views,
-    orbit_cameras,
-    save_components,
-    sun_envmap,
-    text_prior_components,
-    tiny_unet,
-)
+from prior_fixtures import disc_views, orbit_cameras, reference_pipeline, seeded, sun_envmap
 
-from relight3d.priors.base import PriorError
+from relight3d.errors import ConfigError, WeightsError
+from relight3d.priors.diffusion.components import TEXT_PARTS
+from relight3d.priors.diffusion.testing import RESOLUTION, tiny_components, tiny_unet
 from relight3d.priors.ic_light import ICLightPrior, ICLightPriorConfig
 
-
-def _config(model_path: Path, **kwargs) -> ICLightPriorConfig:
-    kwargs.setdefault("num_inference_steps", 2)
-    kwargs.setdefault("envmap_height", 16)
-    return ICLightPriorConfig(model_path=model_path, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def prior(tiny_ic_light_dir: Path) -> ICLightPrior:
-    return _config(tiny_ic_light_dir).setup(device="cpu")
-
-
-def _hooked_pipeline(prior: ICLightPrior, pipeline_class):
-    """IC-Light's demo set-up: a UNet whose forward concatenates ``concat_conds`` and whose config says 4 channels."""
-    unet = copy.deepcopy(prior.unet)
-    original = unet.forward
-
-    def hooked_forward(sample, timestep, encoder_hidden_states, **kwargs):
-        concat = kwargs["cross_attention_kwargs"]["concat_conds"].to(sample)
-        concat = torch.cat([concat] * (sample.shape[0] // concat.shape[0]), dim=0)
-        kwargs["cross_attention_kwargs"] = {}
-        return original(torch.cat([sample, concat], dim=1), timestep, encoder_hidden_states, **kwargs)
-
-    unet.forward = hooked_forward
-    unet.register_to_config(in_channels=4)
-    parts = prior._replicas[0].components
-    pipe = pipeline_class(
-        vae=prior.vae,
-        text_encoder=parts["text_encoder"],
-        tokenizer=parts["tokenizer"],
-        unet=unet,
-        scheduler=copy.deepcopy(prior.scheduler),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+PRIOR_CONFIG = ICLightPriorConfig
+"""The prior under test (the ``prior`` and ``tiny_prior_config`` fixtures of conftest.py build it)."""
 
 
 def _views():
@@ -67,38 +23,41 @@ def _views():
     return images, torch.ones_like(masks), orbit_cameras(2)
 
 
-def _foreground_latents(prior: ICLightPrior, images: torch.Tensor) -> torch.Tensor:
+def _scaled_means(prior: ICLightPrior, images: torch.Tensor) -> torch.Tensor:
+    """VAE posterior means times the scaling factor of channel-first images in [0, 1] (IC-Light's conditions)."""
+    vae = prior.components.vae
     with torch.no_grad():
-        x = images.permute(0, 3, 1, 2) * 2 - 1
-        return prior.vae.encode(x).latent_dist.mode() * prior.vae.config.scaling_factor
+        return vae.encode(images * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+
+
+def _demo(prior: ICLightPrior, pipeline_class, images, cameras, env, seeds, **kwargs) -> torch.Tensor:
+    """IC-Light's demo run of ``pipeline_class``: per-view prompts, its negative prompt and guidance, and the
+    foreground latent (whole-image masks: no grey around it) concatenated in both guidance branches."""
+    foreground = _scaled_means(prior, images.permute(0, 3, 1, 2))
+    pipe = reference_pipeline(
+        pipeline_class, prior.components, lambda n: foreground.repeat(n // len(foreground), 1, 1, 1)
+    )
+    return pipe(
+        prompt=prior.prompts(cameras, env), negative_prompt=[prior.config.negative_prompt] * len(images),
+        guidance_scale=prior.config.guidance_scale, generator=seeded(*seeds), output_type="pt", **kwargs,
+    ).images.permute(0, 2, 3, 1)  # fmt: skip
 
 
 def test_text_only_start_matches_stable_diffusion_pipeline(prior: ICLightPrior) -> None:
     from diffusers import StableDiffusionPipeline
 
+    images, masks, cameras = _views()
+    env = sun_envmap((0.3, 1.0, 0.8))
+    prompts = prior.prompts(cameras, env)
+    assert prompts[0].startswith("an object, ") and prompts[0].endswith(", best quality")
     prior.config.lighting_preview_strength = 1.0
     try:
-        images, masks, cameras = _views()
-        env = sun_envmap((0.3, 1.0, 0.8))
-        prompts = prior.prompts(cameras, env)
-        assert prompts[0].startswith("an object, ") and prompts[0].endswith(", best quality")
-        gens = lambda: [torch.Generator().manual_seed(i) for i in (5, 6)]  # noqa: E731
-        ours = prior.relight(images, masks, cameras, env, generator=gens())
-        pipe = _hooked_pipeline(prior, StableDiffusionPipeline)
-        theirs = pipe(
-            prompt=prompts,
-            negative_prompt=[prior.config.negative_prompt] * 2,
-            height=RESOLUTION,
-            width=RESOLUTION,
-            num_inference_steps=2,
-            guidance_scale=2.0,
-            generator=gens(),
-            output_type="pt",
-            cross_attention_kwargs={"concat_conds": _foreground_latents(prior, images)},
-        ).images
-        torch.testing.assert_close(ours, theirs.permute(0, 2, 3, 1), atol=1e-5, rtol=0)
+        ours = prior.relight(images, masks, cameras, env, generator=seeded(5, 6))
     finally:
         prior.config.lighting_preview_strength = 0.9
+    size = dict(height=RESOLUTION, width=RESOLUTION, num_inference_steps=2)
+    theirs = _demo(prior, StableDiffusionPipeline, images, cameras, env, (5, 6), **size)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
 def test_lighting_preview_start_matches_img2img_pipeline(prior: ICLightPrior) -> None:
@@ -106,114 +65,96 @@ def test_lighting_preview_start_matches_img2img_pipeline(prior: ICLightPrior) ->
 
     images, masks, cameras = _views()
     env = sun_envmap((0.0, -1.0, 0.2))
-    gens = lambda: [torch.Generator().manual_seed(i) for i in (7, 8)]  # noqa: E731
     prior.config.num_inference_steps = 4
     try:
-        ours = prior.relight(images, masks, cameras, env, generator=gens())
-        previews = prior.lighting_previews(cameras, prior.prepare_envmap(env))
-        # the camera's left (world -Y seen from +X) is brighter in the preview of view 0
-        assert previews[0, :, :, : RESOLUTION // 2].mean() > previews[0, :, :, RESOLUTION // 2 :].mean()
-        with torch.no_grad():
-            start = prior.vae.encode(previews * 2 - 1).latent_dist.mode() * prior.vae.config.scaling_factor
-        pipe = _hooked_pipeline(prior, StableDiffusionImg2ImgPipeline)
-        theirs = pipe(
-            prompt=prior.prompts(cameras, env),
-            negative_prompt=[prior.config.negative_prompt] * 2,
-            image=start,
-            strength=0.9,
-            num_inference_steps=int(round(4 / 0.9)),
-            guidance_scale=2.0,
-            generator=gens(),
-            output_type="pt",
-            cross_attention_kwargs={"concat_conds": _foreground_latents(prior, images)},
-        ).images
-        torch.testing.assert_close(ours, theirs.permute(0, 2, 3, 1), atol=1e-5, rtol=0)
+        ours = prior.relight(images, masks, cameras, env, generator=seeded(7, 8))
     finally:
         prior.config.num_inference_steps = 2
+    previews = prior.lighting_previews(cameras, prior.prepare_envmap(env))
+    # the camera's left (world -Y seen from +X) is brighter in the preview of view 0
+    assert previews[0, :, :, : RESOLUTION // 2].mean() > previews[0, :, :, RESOLUTION // 2 :].mean()
+    start = dict(image=_scaled_means(prior, previews), strength=0.9, num_inference_steps=int(round(4 / 0.9)))
+    theirs = _demo(prior, StableDiffusionImg2ImgPipeline, images, cameras, env, (7, 8), **start)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
-def test_deterministic_lighting_dependent_and_refine(prior: ICLightPrior) -> None:
-    images, masks = disc_views(2)
-    cameras = orbit_cameras(2)
-    left, right = sun_envmap((0.0, 1.0, 0.3)), sun_envmap((0.0, -1.0, 0.3), colour=(0.6, 0.7, 1.0))
-    a = prior.relight(images, masks, cameras, left, generator=2)
-    assert torch.equal(a, prior.relight(images, masks, cameras, left, generator=2))
-    inside = masks.expand_as(images) > 0.5
-    assert (a - prior.relight(images, masks, cameras, right, generator=2))[inside].abs().mean() > 1e-3
-    zero = prior.refine(images, masks, cameras, left, 0.0)
-    assert (prior.refine(images, masks, cameras, left, 0.5, generator=2) - zero)[inside].abs().mean() > 1e-4
+def test_refine_matches_img2img_from_the_view_latent(prior: ICLightPrior) -> None:
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    images, masks, cameras = _views()
+    env = prior.prepare_envmap(sun_envmap((0.0, 1.0, 0.3)))
+    prompts = prior.prompts(cameras, env)
+    assert "from the right" in prompts[0] and prompts[0] != prompts[1]  # camera 0's right is world +Y
+    prior.config.num_inference_steps = 4
+    try:
+        ours = prior.refine(images, masks, cameras, env, 0.5, generator=seeded(1, 2))
+    finally:
+        prior.config.num_inference_steps = 2
+    start = dict(image=_scaled_means(prior, images.permute(0, 3, 1, 2)), strength=0.5, num_inference_steps=4)
+    theirs = _demo(prior, StableDiffusionImg2ImgPipeline, images, cameras, env, (1, 2), **start)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match=r"^ICLightPriorConfig.lighting_preview_strength: must be in \(0, 1\]"):
+        ICLightPrior.from_components(ICLightPriorConfig(lighting_preview_strength=0.0), **prior.components.parts())
 
 
-def test_offset_weights_on_sd15_equal_the_merged_unet(tmp_path: Path, tiny_ic_light_dir: Path) -> None:
+def test_offset_weights_on_sd15_equal_the_merged_unet(tmp_path: Path, tiny_prior_config) -> None:
     from safetensors.torch import save_file
 
-    merged = text_prior_components(8)
+    merged = tiny_components(TEXT_PARTS, 8)
     torch.manual_seed(1)
     base_unet = tiny_unet(4)
     base_state = base_unet.state_dict()
     offset = {}
-    for key, value in merged["unet"].state_dict().items():
+    for key, value in merged.unet.state_dict().items():
         base = base_state[key]
         if key == "conv_in.weight":  # the base's conv_in, widened with zeros
             base = torch.cat([base, torch.zeros_like(base)], dim=1)
         offset[key] = (value - base).contiguous()
     offset_file = tmp_path / "iclight_sd15_fc.safetensors"
     save_file(offset, str(offset_file))
-    sd15 = save_components(tmp_path / "sd15", **dict(merged, unet=base_unet))
-    from_offset = _config(sd15, offset_path=offset_file).setup()
-    reference = _config(tiny_ic_light_dir).setup()
+    merged.unet = base_unet
+    sd15 = merged.save_pretrained(tmp_path / "sd15")
+    from_offset = tiny_prior_config(sd15, offset_path=offset_file).setup()
+    reference = tiny_prior_config().setup()
     assert from_offset.variant == "fc"
     images, masks = disc_views(1)
     args = (images, masks, orbit_cameras(1), sun_envmap((0.0, 1.0, 0.3)))
     torch.testing.assert_close(from_offset.relight(*args), reference.relight(*args), atol=1e-5, rtol=0)
-    with pytest.raises(PriorError) as info:  # plain SD1.5 without the offset
-        _config(sd15).setup()
-    assert "4 input channels" in str(info.value) and "offset_path" in str(info.value)
+    save_file({"conv_in.weight": torch.zeros(32, 5, 3, 3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(WeightsError, match="other.safetensors: not IC-Light offset weights"):
+        tiny_prior_config(sd15, offset_path=tmp_path / "other.safetensors").setup()
 
 
-def test_background_conditioned_variant_sees_the_environment(tmp_path: Path) -> None:
-    folder = save_components(tmp_path / "fbc", **text_prior_components(12))
-    prior = _config(folder).setup()
+def test_background_conditioned_variant_sees_the_environment(tmp_path: Path, tiny_prior_config) -> None:
+    folder = tiny_components(TEXT_PARTS, 12).save_pretrained(tmp_path / "fbc")
+    prior = tiny_prior_config(folder).setup()
     assert prior.variant == "fbc"
     images, masks, cameras = _views()
     env = sun_envmap((-1.0, 0.0, 0.0), sky=0.3)  # behind the first camera's view direction: in its background
     seen = []
-    original = prior.unet.forward
+    unet = prior.components.unet
+    original = unet.forward
 
     def spy(sample, timestep, encoder_hidden_states, **kwargs):
         seen.append(sample.clone())
         return original(sample, timestep, encoder_hidden_states, **kwargs)
 
-    prior.unet.forward = spy
+    unet.forward = spy
     try:
         out = prior.relight(images, masks, cameras, env, generator=0)
     finally:
-        prior.unet.forward = original
+        unet.forward = original
     backgrounds = prior.backgrounds(cameras, prior.prepare_envmap(env))
     assert backgrounds[0].mean() > backgrounds[1].mean() + 0.05  # view 0 looks towards the sun
-    with torch.no_grad():
-        expected = prior.vae.encode(backgrounds * 2 - 1).latent_dist.mode() * prior.vae.config.scaling_factor
-    torch.testing.assert_close(seen[0][2:, 8:12], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(seen[0][2:, 8:12], _scaled_means(prior, backgrounds), atol=1e-5, rtol=0)
     torch.testing.assert_close(seen[0][:2, 4:], seen[0][2:, 4:])  # conditions identical in both guidance branches
     other = prior.relight(images, masks, cameras, sun_envmap((1.0, 0.0, 0.0), sky=0.3), generator=0)
     assert (out - other).abs().mean() > 1e-3
 
 
-REAL_WEIGHTS = os.environ.get("RELIGHT3D_IC_LIGHT_PATH")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not REAL_WEIGHTS,
-    reason="set RELIGHT3D_IC_LIGHT_PATH to an SD1.5 folder and RELIGHT3D_IC_LIGHT_OFFSET to "
-    "iclight_sd15_fc.safetensors (or the path alone to a merged folder); no weights are available here",
-)
-def test_real_weights_light_the_side_the_light_comes_from() -> None:
-    offset = os.environ.get("RELIGHT3D_IC_LIGHT_OFFSET")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    prior = ICLightPriorConfig(
-        model_path=Path(REAL_WEIGHTS), offset_path=Path(offset) if offset else None, resolution=512
-    ).setup(device=device)
+def test_real_weights_light_the_side_the_light_comes_from(real_prior) -> None:
+    prior = real_prior(resolution=512)
     images, masks = disc_views(1, 512, 512)
     images = torch.where(masks > 0.5, torch.full_like(images, 0.7), images)
     camera = orbit_cameras(1)  # its right is world +Y

@@ -14,10 +14,10 @@ from PIL import Image
 @functools.cache
 def tiny_sd_folder() -> Path:
     """A tiny random Stable Diffusion saved in the diffusers layout (built once per test session)."""
-    from relight3d.priors.stable_diffusion import tiny_stable_diffusion
+    from relight3d.priors.diffusion.testing import tiny_components
 
     folder = Path(tempfile.mkdtemp(prefix="relight3d-tiny-sd-"))
-    return tiny_stable_diffusion(seed=0).save_pretrained(folder / "tiny-sd")
+    return tiny_components(seed=0).save_pretrained(folder / "tiny-sd")
 
 
 def write_rgba(path: Path, size: Tuple[int, int] = (32, 32), mode: str = "RGBA", empty: bool = False) -> Path:

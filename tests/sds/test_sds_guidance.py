@@ -10,12 +10,12 @@ import pytest
 import torch
 from sds_helpers import tiny_sd_folder
 
-from relight3d.data.errors import DataError
+from relight3d.errors import ConfigError, WeightsError
+from relight3d.priors.diffusion.prompts import read_learned_embeds
 from relight3d.priors.stable_diffusion import (
-    StableDiffusionComponents,
     StableDiffusionGuidance,
     StableDiffusionGuidanceConfig,
-    read_learned_embeds,
+    load_stable_diffusion,
 )
 
 
@@ -60,18 +60,22 @@ def test_sds_gradient_is_weighted_noise_residual(guidance, weighting):
 
 
 def test_v_prediction_models_are_converted_to_noise(guidance):
-    """For v-prediction UNets (SD 2.x), eps_hat = sqrt(a) v_hat + sqrt(1 - a) x_t."""
+    """For v-prediction UNets (SD 2.x), eps_hat = sqrt(a) v_hat + sqrt(1 - a) x_t: with the UNet's guided output
+    replaced by diffusers' exact velocity of (x0, eps), the conversion gives eps back."""
     comp = guidance.components
-    x_t, t = torch.randn(1, 4, 8, 8), torch.tensor([300])
-    text = guidance.text_embeddings()
-    v_hat = guidance.guided_noise(x_t, t, text)  # epsilon model: the raw guided output
+    x0, eps, t = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8), torch.tensor([300])
+    x_t = comp.scheduler.add_noise(x0, eps, t)
+    velocity = comp.scheduler.get_velocity(x0, eps, t)
+    unet_forward = comp.unet.forward
     comp.scheduler.register_to_config(prediction_type="v_prediction")
+    # A UNet that predicts the exact velocity in both guidance branches (guidance then leaves it unchanged).
+    comp.unet.forward = lambda sample, *args, **kwargs: type("Out", (), {"sample": velocity.expand_as(sample)})()
     try:
-        eps_hat = guidance.guided_noise(x_t, t, text)
+        eps_hat = guidance.guided_noise(x_t, t, guidance.text_embeddings())
     finally:
         comp.scheduler.register_to_config(prediction_type="epsilon")
-    a = comp.scheduler.alphas_cumprod[t]
-    assert torch.allclose(eps_hat, a.sqrt() * v_hat + (1 - a).sqrt() * x_t, atol=1e-5)
+        comp.unet.forward = unet_forward
+    torch.testing.assert_close(eps_hat, eps, atol=1e-5, rtol=0)
 
 
 def test_sds_reaches_the_image_through_the_vae(guidance):
@@ -85,7 +89,8 @@ def test_sds_reaches_the_image_through_the_vae(guidance):
     # Recompute: the same posterior sample (same generator), then the residual, then the VJP.
     x = images.detach().requires_grad_(True)
     x16 = torch.nn.functional.interpolate(x, (16, 16), mode="bilinear", align_corners=False)
-    latents = guidance.components.encode_images(x16, generator=torch.Generator().manual_seed(3))
+    vae = guidance.components.vae  # diffusers' own posterior sample, with the same generator
+    latents = vae.encode(x16 * 2 - 1).latent_dist.sample(torch.Generator().manual_seed(3)) * vae.config.scaling_factor
     residual = guidance.sds_loss_on_latents(latents.detach(), guidance.text_embeddings("side"), t, noise)
     with torch.no_grad():
         noisy = guidance.components.scheduler.add_noise(latents.detach(), noise, t)
@@ -97,20 +102,19 @@ def test_sds_reaches_the_image_through_the_vae(guidance):
 
 
 def test_components_save_and_reload(tmp_path, guidance):
-    reloaded = StableDiffusionComponents.from_pretrained(tiny_sd_folder())
-    again = reloaded.save_pretrained(tmp_path / "copy")
-    twice = StableDiffusionComponents.from_pretrained(again)
-    ids = twice.tokenizer(["a cup"], padding="max_length", max_length=16, return_tensors="pt").input_ids
-    assert torch.equal(ids, reloaded.tokenizer(["a cup"], padding="max_length", max_length=16,
-                                               return_tensors="pt").input_ids)  # fmt: skip
-    assert torch.allclose(twice.encode_text(["a cup"]), reloaded.encode_text(["a cup"]))
+    reloaded = load_stable_diffusion(tiny_sd_folder())
+    twice = load_stable_diffusion(reloaded.save_pretrained(tmp_path / "copy"))
+    assert type(twice.scheduler).__name__ == "DDPMScheduler"  # SDS uses the training schedule
+    ids = twice.tokenizer(["a cup"], padding="max_length", return_tensors="pt").input_ids
+    assert torch.equal(ids, reloaded.tokenizer(["a cup"], padding="max_length", return_tensors="pt").input_ids)
+    assert torch.equal(twice.encode_prompts(["a cup"]), reloaded.encode_prompts(["a cup"]))
     z, t = torch.randn(1, 4, 8, 8), torch.tensor([10])
-    ctx = reloaded.encode_text(["a cup"])
-    assert torch.allclose(twice.unet(z, t, ctx).sample, reloaded.unet(z, t, ctx).sample)
-    assert torch.allclose(twice.scheduler.alphas_cumprod, reloaded.scheduler.alphas_cumprod)
-    assert twice.image_resolution == 16
-    with pytest.raises(DataError, match="missing unet/"):
-        StableDiffusionComponents.from_pretrained(tmp_path)
+    ctx = reloaded.encode_prompts(["a cup"])
+    assert torch.equal(twice.unet(z, t, ctx).sample, reloaded.unet(z, t, ctx).sample)
+    assert torch.equal(twice.scheduler.alphas_cumprod, reloaded.scheduler.alphas_cumprod)
+    assert twice.native_resolution == 16 and guidance.image_resolution == 16
+    with pytest.raises(WeightsError, match="missing unet/"):
+        load_stable_diffusion(tmp_path)
 
 
 def _learned(path: Path, token: str, vec: torch.Tensor) -> Path:
@@ -138,23 +142,24 @@ def test_learned_token_is_loaded_and_substituted(tmp_path, suffix):
     assert torch.equal(g.components.text_encoder.get_input_embeddings().weight[token_id], vec)
     assert g.prompt_for_view("back") == "a DSLR photo of a _cup_, back view"
     # The learned vector changes the conditioning (it is really used by the text encoder).
-    other = g.components.encode_text(["a DSLR photo of a cup"])
+    other = g.components.encode_prompts(["a DSLR photo of a cup"])
     assert not torch.allclose(g.text_embeddings()[1:], other)
 
 
 def test_bad_learned_embeddings(tmp_path):
     base = dict(pretrained_model_path=tiny_sd_folder())
     path = _learned(tmp_path / "learned_embeds.safetensors", "_cup_", torch.randn(32))
-    with pytest.raises(DataError) as err:
+    with pytest.raises(ConfigError) as err:
         StableDiffusionGuidance(StableDiffusionGuidanceConfig(**base, learned_embeds_path=path, prompt="a cup"))
     msg = str(err.value)
-    assert "\n" not in msg and "does not contain <token>" in msg and msg.startswith(str(path))
+    assert msg.startswith("--pipeline.guidance.prompt: the prompt 'a cup' contains neither <token> nor")
+    assert "\n" not in msg and str(path) in msg
     wrong = _learned(tmp_path / "wrong.bin", "_cup_", torch.randn(768))
-    with pytest.raises(DataError, match="dimension 768 but the text encoder expects 32"):
+    with pytest.raises(WeightsError, match="dimension 768 but the text encoder expects 32"):
         StableDiffusionGuidance(StableDiffusionGuidanceConfig(**base, learned_embeds_path=wrong, prompt="<token>"))
-    with pytest.raises(DataError, match="learned-embeds-path: not set"):
+    with pytest.raises(ConfigError, match="learned-embeds-path: not set"):
         StableDiffusionGuidance(StableDiffusionGuidanceConfig(**base, prompt="a <token>"))
-    with pytest.raises(DataError, match="pretrained-model-path: not set"):
+    with pytest.raises(ConfigError, match="pretrained-model-path: not set"):
         StableDiffusionGuidance(StableDiffusionGuidanceConfig())
 
 
@@ -169,7 +174,7 @@ def test_bin_embeddings_never_execute_code(tmp_path, monkeypatch):
     path = tmp_path / "learned_embeds.bin"
     with open(path, "wb") as f:
         pickle.dump({"_cup_": _Exploit()}, f)
-    with pytest.raises(DataError, match="cannot read learned embeddings"):
+    with pytest.raises(WeightsError, match="cannot be read as learned embeddings"):
         read_learned_embeds(path)
     assert not (tmp_path / "pwned_by_pickle").exists()
 
@@ -189,5 +194,5 @@ def test_real_weights_sds_prefers_prompt_images():
     z = torch.randn(1, 4, 64, 64, device=device)
     t = torch.tensor([500], device=device)
     a = g.guided_noise(z, t, g.text_embeddings("front"))
-    b = g.guided_noise(z, t, g.components.encode_text(["", "a photo of a dog"]))
+    b = g.guided_noise(z, t, g.components.encode_prompts(["", "a photo of a dog"]))
     assert float((a - b).abs().mean()) > 1e-3

@@ -15,17 +15,14 @@ import torch
 from PIL import Image
 from sds_helpers import tiny_sds_config, write_rgba
 
-from relight3d.data.errors import DataError
 from relight3d.engine.run import build_pipeline, train
 from relight3d.engine.trainer import latest_checkpoint
-from relight3d.models.sds import density_blob
-from relight3d.pipelines.score_distillation import (
-    AnnealedValue,
-    ScoreDistillationPipelineConfig,
-    camera_rays,
-    gaussian_blur,
-    view_direction,
-)
+from relight3d.errors import ConfigError, DataError
+from relight3d.fields.base import density_blob
+from relight3d.geometry import pinhole_rays
+from relight3d.pipelines.score_distillation import ScoreDistillationPipelineConfig
+from relight3d.pipelines.sds_losses import AnnealedValue, alpha_entropy, gaussian_blur
+from relight3d.pipelines.sds_views import PriorView, orbit_camera, sample_prior_view, view_direction
 from relight3d.priors.stable_diffusion import StableDiffusionGuidanceConfig
 
 
@@ -89,22 +86,67 @@ def test_annealed_values_and_helpers():
     assert view_direction(10, 5, 60, 30) == "front" and view_direction(10, -170, 60, 30) == "back"
     assert view_direction(10, 90, 60, 30) == "side" and view_direction(75, 0, 60, 30) == "overhead"
     assert view_direction(-70, 0, 60, 30) == "bottom"
-    # The Gaussian blur keeps constants and is symmetric.
+    # The Gaussian blur keeps constants, and blurs an impulse into the outer product of the normalised 1D kernel
+    # with torchvision's default sigma for the size (0.3 ((k - 1) / 2 - 1) + 0.8 = 1.7 for k = 9).
     assert torch.allclose(gaussian_blur(torch.ones(1, 3, 12, 12), 9), torch.ones(1, 3, 12, 12))
+    impulse = torch.zeros(1, 1, 15, 15)
+    impulse[0, 0, 7, 7] = 1.0
+    x = np.arange(-4, 5)
+    k = np.exp(-(x**2) / (2 * 1.7**2))
+    k /= k.sum()
+    expected = np.zeros((15, 15))
+    expected[3:12, 3:12] = np.outer(k, k)
+    assert np.allclose(gaussian_blur(impulse, 9)[0, 0].numpy(), expected, atol=1e-6)
+    # Alpha entropy in bits: 1 at half opacity, ~0 for empty or opaque rays.
+    assert float(alpha_entropy(torch.full((4, 1), 0.5))) == pytest.approx(1.0)
+    assert float(alpha_entropy(torch.tensor([[0.0], [1.0]]))) < 1e-3
+    with pytest.raises(ConfigError, match="log schedule"):
+        AnnealedValue(0.0, 1.0, schedule="log").value(5)
 
 
-def test_camera_rays_match_nerfstudio_cameras():
+def test_prior_cameras_look_at_the_object_from_their_orbit():
+    """Prior cameras sit at (radius, elevation, reference azimuth + relative azimuth) on the orbit (+Z up, azimuth 0
+    at -Y) and look at the origin; the reference camera comes back jittered by the configured noise."""
+    cfg = ScoreDistillationPipelineConfig(uniform_sphere_rate=0.0, reference_camera_noise=0.0)
+    reference = PriorView(orbit_camera(1.8, 15.0, 30.0), 55.0, 15.0, 0.0, 1.8, None)
+    np.random.seed(0)
+    for _ in range(20):
+        view = sample_prior_view(cfg, reference, 30.0, use_reference=False)
+        el, az = math.radians(view.elevation), math.radians(30.0 + view.azimuth)
+        expected = torch.tensor([math.cos(el) * math.sin(az), -math.cos(el) * math.cos(az), math.sin(el)])
+        assert torch.allclose(view.camera_to_world[:, 3], view.radius * expected, atol=1e-5)
+        assert torch.allclose(view.camera_to_world[:, 2], expected, atol=1e-5)  # looks down -z at the origin
+        assert cfg.fov_range[0] <= view.fov <= cfg.fov_range[1] and -180 <= view.azimuth <= 180
+        assert view.direction == view_direction(view.elevation, view.azimuth, cfg.angle_front, cfg.angle_overhead)
+    assert sample_prior_view(cfg, reference, 30.0, use_reference=True) is reference
+    cfg.reference_camera_noise = 0.1
+    jittered = [sample_prior_view(cfg, reference, 30.0, use_reference=True) for _ in range(200)]
+    offsets = torch.stack([v.camera_to_world[:, 3] - reference.camera_to_world[:, 3] for v in jittered])
+    assert 0.08 < float(offsets.std()) < 0.12 and all(v.direction is None for v in jittered)
+
+
+def test_prior_views_render_the_rays_of_the_equivalent_nerfstudio_camera(tmp_path):
+    """A square prior view is the model's render of the pixels of a nerfstudio pinhole camera with the same pose and
+    field of view, in row-major order, with and without gradients (then in checkpointed chunks)."""
     from nerfstudio.cameras.cameras import Cameras
 
-    from relight3d.data.single_image import look_at_camera_to_world, orbit_position
-
-    c2w = torch.from_numpy(look_at_camera_to_world(orbit_position(1.5, 20.0, 35.0))).float()
-    origins, dirs = camera_rays(c2w, 50.0, 8)
+    pipeline = build_pipeline(tiny_sds_config(prior=False), write_rgba(tmp_path / "disc.png"))
+    pipeline.eval()
+    c2w = orbit_camera(1.5, 20.0, 35.0)
     focal = 4.0 / math.tan(math.radians(25.0))
     cams = Cameras(camera_to_worlds=c2w[None], fx=focal, fy=focal, cx=4.0, cy=4.0, width=8, height=8)
     bundle = cams.generate_rays(camera_indices=0)
-    assert torch.allclose(dirs, bundle.directions.reshape(-1, 3), atol=1e-5)
-    assert torch.allclose(origins, bundle.origins.reshape(-1, 3), atol=1e-6)
+    black = torch.zeros(3)
+    with torch.no_grad():
+        origins, directions = bundle.origins.reshape(-1, 3), bundle.directions.reshape(-1, 3)
+        reference = pipeline.model.render_shaded(origins, directions, background=black, jitter=False)
+        view = pipeline.render_view(c2w, 50.0, 8, background=black)
+    assert float(reference["accumulation"].max()) > 0.1  # the density blob is in view
+    assert torch.allclose(view["rgb"].reshape(-1, 3), reference["rgb"], atol=1e-5)
+    assert torch.allclose(view["depth"].reshape(-1), reference["depth"].reshape(-1), atol=1e-5)
+    pipeline.config.prior_rays_per_chunk = 16
+    chunked = pipeline.render_view(c2w, 50.0, 8, background=black)
+    assert chunked["rgb"].requires_grad and torch.allclose(chunked["rgb"].detach(), view["rgb"], atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +223,7 @@ def test_missing_model_path_is_a_one_line_error(tmp_path):
     image = write_rgba(tmp_path / "disc.png")
     cfg = tiny_sds_config(max_steps=2)
     cfg.pipeline.guidance.pretrained_model_path = None
-    with pytest.raises(DataError) as err:
+    with pytest.raises(ConfigError) as err:
         build_pipeline(cfg, image)
     assert "\n" not in str(err.value)
     assert str(err.value).startswith("--pipeline.guidance.pretrained-model-path: not set")
@@ -235,8 +277,8 @@ def test_shading_normals_blob_and_coarse_to_fine(tmp_path):
         assert torch.allclose(normals, torch.nn.functional.normalize(pts, dim=-1), atol=tol), method
 
     model.eval()
-    c2w = pipeline.reference_camera_to_world()
-    o, d = camera_rays(c2w, 40.0, 12)
+    c2w = pipeline.reference.camera_to_world
+    o, d = pinhole_rays(c2w, 12, 12, 40.0)
     black = torch.zeros(3)
     with torch.no_grad():
         albedo = model.render_shaded(o, d, "albedo", background=black, jitter=False)
@@ -270,7 +312,7 @@ def test_chunked_prior_views_match_whole_views(tmp_path, normals_method):
     cfg.pipeline.model.normals_method = normals_method
     pipeline = build_pipeline(cfg, write_rgba(tmp_path / "disc.png"))
     pipeline.train()
-    c2w = pipeline.reference_camera_to_world()
+    c2w = pipeline.reference.camera_to_world
     light = torch.nn.functional.normalize(torch.tensor([0.3, -1.0, 0.5]), dim=0)
     weights = torch.randn(10, 10, 3)
     results = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from relight3d.engine.run import build_pipeline
+from relight3d.method_configs import sds_config
 from relight3d.pipelines.sds_checks import check_reconstruction, coffee_cup_rgba, reconstruction_config
 
 
@@ -21,8 +22,8 @@ def test_coffee_cup_mask():
 
 def test_reconstruction_only_reproduces_the_photo(tmp_path):
     """Prior weight 0, 32 px, 60 iterations: well above an untrained field (the full-size script asks 25 dB)."""
-    metrics = check_reconstruction(tmp_path, size=32, steps=60, rays_per_batch=512, tiny=True)
-    untrained = build_pipeline(reconstruction_config(1, tiny=True), tmp_path / "coffee_cup_32.png")
+    metrics = check_reconstruction(sds_config(), tmp_path, size=32, steps=60, rays_per_batch=512, tiny=True)
+    untrained = build_pipeline(reconstruction_config(sds_config(), tiny=True), tmp_path / "coffee_cup_32.png")
     floor = untrained.evaluate_reference_view()
     assert floor["psnr"] < 15.0
     assert metrics["psnr"] > 19.0 and metrics["psnr_masked"] > 18.0, metrics

@@ -7,16 +7,15 @@ import torch
 from sds_helpers import tiny_sd_folder, write_rgba
 
 from relight3d.cli import main
-from relight3d.data.errors import DataError
+from relight3d.errors import ConfigError
+from relight3d.priors.diffusion.prompts import add_placeholder_token, read_learned_embeds
 from relight3d.priors.stable_diffusion import (
-    StableDiffusionComponents,
     StableDiffusionGuidance,
     StableDiffusionGuidanceConfig,
-    read_learned_embeds,
+    load_stable_diffusion,
 )
 from relight3d.priors.textual_inversion import (
     TextualInversionConfig,
-    add_placeholder_token,
     heavy_augmentation,
     load_object_image,
     train_textual_inversion,
@@ -25,7 +24,7 @@ from relight3d.priors.textual_inversion import (
 
 def test_textual_inversion_learns_only_the_new_token(tmp_path):
     image = write_rgba(tmp_path / "disc.png")
-    components = StableDiffusionComponents.from_pretrained(tiny_sd_folder())
+    components = load_stable_diffusion(tiny_sd_folder())
     table_before = components.text_encoder.get_input_embeddings().weight.detach().clone()
     init_id = components.tokenizer.encode("o", add_special_tokens=False)[0]
     cfg = TextualInversionConfig(
@@ -72,12 +71,15 @@ def test_augmentation_and_image_loading(tmp_path):
 
 
 def test_placeholder_errors():
-    components = StableDiffusionComponents.from_pretrained(tiny_sd_folder())
-    with pytest.raises(DataError, match="is 2 tokens"):
-        add_placeholder_token(components, "_x_", "a b")
-    add_placeholder_token(components, "_x_", "o")
-    with pytest.raises(DataError, match="already in the tokenizer's vocabulary"):
-        add_placeholder_token(components, "_x_", "o")
+    components = load_stable_diffusion(tiny_sd_folder())
+    tokenizer, text_encoder = components.tokenizer, components.text_encoder
+    with pytest.raises(ConfigError, match="^--init-token: 'ab' is 2 tokens"):
+        add_placeholder_token(tokenizer, text_encoder, "_x_", "ab")
+    token_id = add_placeholder_token(tokenizer, text_encoder, "_x_", "o")
+    table = text_encoder.get_input_embeddings().weight
+    assert torch.equal(table[token_id], table[tokenizer.encode("o", add_special_tokens=False)[0]])
+    with pytest.raises(ConfigError, match="^--token: '_x_' is already in the tokenizer's vocabulary"):
+        add_placeholder_token(tokenizer, text_encoder, "_x_", "o")
 
 
 def test_textual_inversion_cli(tmp_path, capsys):

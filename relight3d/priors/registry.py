@@ -1,0 +1,73 @@
+"""The one list of relighting priors: name -> config class, and what ``ns-train`` and ``relight3d relight`` build.
+
+:data:`PRIORS` is the only place a prior is named. ``ns-train relight3d-gaffer`` offers its entries as tyro
+subcommands (``pipeline.prior:<name>``, through :data:`PriorChoice`), ``relight3d relight --prior <name>`` builds
+them with :func:`prior_config`, and the tests walk the table. Adding a prior is one new file under
+``relight3d/priors/`` with its config class, plus one line here.
+
+Importing this module is cheap: the prior modules import diffusers only when a prior is built.
+
+Example:
+    >>> config = prior_config("neural-gaffer", model_path="weights/neural_gaffer")
+    >>> prior = config.setup(device="cuda")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Dict, Optional, Type, Union
+
+import tyro
+
+from relight3d.errors import ConfigError
+from relight3d.priors.base import RelightingPriorConfig
+from relight3d.priors.ic_light import ICLightPriorConfig
+from relight3d.priors.instruct_pix2pix import InstructPix2PixPriorConfig
+from relight3d.priors.neural_gaffer import NeuralGafferPriorConfig
+from relight3d.priors.physical import PhysicalPriorConfig
+
+DEFAULT_PRIOR = "physical"
+"""The prior used when none is named: it needs no weights."""
+
+PRIORS: Dict[str, Type[RelightingPriorConfig]] = {
+    "physical": PhysicalPriorConfig,
+    "neural-gaffer": NeuralGafferPriorConfig,
+    "ic-light": ICLightPriorConfig,
+    "instruct-pix2pix": InstructPix2PixPriorConfig,
+}
+"""Every relighting prior, by the name ``ns-train`` (``pipeline.prior:<name>``) and ``relight3d relight --prior``
+use; the default (:data:`DEFAULT_PRIOR`) comes first."""
+
+
+def prior_union(priors: Dict[str, Type[RelightingPriorConfig]]) -> object:
+    """The tyro subcommand union of ``priors``' config classes, each under its table name."""
+    choices = tuple(Annotated[cls, tyro.conf.subcommand(name=name)] for name, cls in priors.items())
+    return Union[choices] if len(choices) > 1 else choices[0]  # type: ignore[return-value]
+
+
+PriorChoice = prior_union(PRIORS)
+"""The priors ``ns-train relight3d-gaffer`` can use, chosen as ``pipeline.prior:<name>`` (default: physical)."""
+
+
+def prior_config(name: str, model_path: Optional[Union[str, Path]] = None) -> RelightingPriorConfig:
+    """A fresh config of the prior called ``name``.
+
+    Args:
+        name: A key of :data:`PRIORS`.
+        model_path: The local checkpoint folder, for priors that load weights (``None`` keeps the default).
+
+    Raises:
+        ConfigError: ``name`` is not a registered prior (``--prior``), or ``model_path`` was given to a prior that
+            loads no weights (``--prior-path``).
+    """
+    if name not in PRIORS:
+        raise ConfigError("--prior", f"unknown prior {name!r}; known priors: {', '.join(PRIORS)}")
+    config = PRIORS[name]()
+    if model_path is not None:
+        if not hasattr(config, "model_path"):
+            raise ConfigError("--prior-path", f"the {name} prior loads no weights")
+        config.model_path = Path(model_path)
+    return config
+
+
+__all__ = ["DEFAULT_PRIOR", "PRIORS", "PriorChoice", "prior_config", "prior_union"]
