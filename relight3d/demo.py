@@ -183,8 +183,7 @@ def format_summary(summary: Dict[str, Any]) -> str:
     lines = [
         f"{summary['method']}: held-out PSNR {field['psnr']:.2f} dB under the training light "
         f"(in the object mask {field['psnr_masked']:.2f} dB) on {field['n_views']} views",
-        f"relighting (physical prior, source light {summary['source_light']}), PSNR in dB, "
-        "relit / no relighting:",
+        f"relighting (physical prior, source light {summary['source_light']}), PSNR in dB, relit / no relighting:",
         "  light      mask raw         mask aligned     image raw        image aligned",
     ]
     for light, r in summary["relighting"].items():

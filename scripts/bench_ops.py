@@ -24,10 +24,11 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
-from relight3d.ops import _backend, _torch_impl
+from relight3d.ops import PackedOccupancy, StepSchedule, _backend, _torch_impl
 
 Run = Callable[..., Any]
-"""``run(op, *args)``: one implementation of the ops, called with all the arguments of the public op, positionally."""
+"""``run(op, *args)``: one implementation of the ops, called with all the arguments of the public op, positionally,
+grids and step schedules unpacked (``*PackedOccupancy(...)``)."""
 
 
 def reference_run(op: str, *args: Any) -> Any:
@@ -97,17 +98,19 @@ def bench_impl(run: Run, scene, samples, n_rays: int, res: int, repeats: int, sy
     o, d, aabb, bf, jit = scene["rays_o"], scene["rays_d"], scene["aabb"], scene["bitfield"], scene["jitter"]
     t_near, t_far = run("ray_aabb_intersect", o, d, aabb, 0.0)
     out: Dict[str, float] = {}
-    out["march_rays_train (uniform)"] = _timeit(
-        lambda: run("march_rays_train", o, d, t_near, t_far, bf, aabb, 1, res, 0.005, 0.005, 0.0, 1024, jit),
-        repeats,
-        sync,
-    )
-    out["march_rays_train (cone, 2 cascades)"] = _timeit(
-        lambda: run("march_rays_train", o, d, t_near, t_far, scene["bitfield2"], aabb, 2, res, 0.005, 0.05, 1 / 128,
-                    1024, jit),
-        repeats,
-        sync,
-    )
+    marches = {
+        "march_rays_train (uniform)": (PackedOccupancy(bf, aabb, 1, res), StepSchedule(0.005, 0.005)),
+        "march_rays_train (cone, 2 cascades)": (
+            PackedOccupancy(scene["bitfield2"], aabb, 2, res),
+            StepSchedule(0.005, 0.05, 1 / 128),
+        ),
+    }
+    for name, (grid, steps) in marches.items():
+        out[name] = _timeit(
+            lambda grid=grid, steps=steps: run("march_rays_train", o, d, t_near, t_far, *grid, *steps, 1024, jit),
+            repeats,
+            sync,
+        )
     sig = samples["sigmas"].clone().requires_grad_()
     rgb = samples["rgbs"].clone().requires_grad_()
     t0, t1, ri = samples["t_starts"], samples["t_ends"], samples["ray_indices"]
@@ -144,17 +147,34 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
-    parser.add_argument("--train-steps", type=int, default=60,
-                        help="training iterations timed per method and backend (0 skips the training benchmark)")
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=60,
+        help="training iterations timed per method and backend (0 skips the training benchmark)",
+    )
     parser.add_argument("--only", choices=("all", "ray-marching", "vm"), default="all", help="sections to run")
     parser.add_argument("--vm-points", type=int, default=100_000, help="points of the VM sampling benchmark")
-    parser.add_argument("--vm-train-steps", type=int, default=40,
-                        help="training iterations timed per VM implementation (0 skips the VM training A/B)")
-    parser.add_argument("--vm-train-res", type=int, nargs="*", default=[64, 192],
-                        help="grid resolutions (TensoRF init_resolution) of the VM training A/B")
-    parser.add_argument("--vm-train-clock", choices=("wall", "cpu"), default="wall",
-                        help="step times of the VM training A/B: wall clock, or this process's CPU time (less "
-                        "sensitive to other processes on a shared machine; meaningful with --threads 1)")
+    parser.add_argument(
+        "--vm-train-steps",
+        type=int,
+        default=40,
+        help="training iterations timed per VM implementation (0 skips the VM training A/B)",
+    )
+    parser.add_argument(
+        "--vm-train-res",
+        type=int,
+        nargs="*",
+        default=[64, 192],
+        help="grid resolutions (TensoRF init_resolution) of the VM training A/B",
+    )
+    parser.add_argument(
+        "--vm-train-clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="step times of the VM training A/B: wall clock, or this process's CPU time (less "
+        "sensitive to other processes on a shared machine; meaningful with --threads 1)",
+    )
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -172,12 +192,14 @@ def main() -> None:
     scene["bitfield2"] = _torch_impl.pack_bitfield(density2, 0.01)
     samples = make_samples(args.rays, args.samples, cpu)
     t_near, t_far = _torch_impl.ray_aabb_intersect(scene["rays_o"], scene["rays_d"], scene["aabb"], 0.0)
-    ids, _, _ = _torch_impl.march_rays_train(scene["rays_o"], scene["rays_d"], t_near, t_far, scene["bitfield"],
-                                             scene["aabb"], 1, args.res, 0.005, 0.005, 0.0, 1024, None)
-    n_cand = _torch_impl._count_steps(t_near, t_far, 0.005, 0.005, 0.0, 1024).float()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.rays} rays, {args.res}^3 grid, "
-          f"{float(n_cand.mean()):.0f} candidate steps per ray ({float(n_cand[n_cand > 0].mean()):.0f} for rays "
-          f"hitting the box), {ids.numel()} kept samples; compositing on {samples['sigmas'].numel()} samples")
+    grid, steps = PackedOccupancy(scene["bitfield"], scene["aabb"], 1, args.res), StepSchedule(0.005, 0.005)
+    ids, _, _ = _torch_impl.march_rays_train(scene["rays_o"], scene["rays_d"], t_near, t_far, *grid, *steps, 1024, None)
+    n_cand = _torch_impl._count_steps(t_near, t_far, *steps, 1024).float()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.rays} rays, {args.res}^3 grid, "
+        f"{float(n_cand.mean()):.0f} candidate steps per ray ({float(n_cand[n_cand > 0].mean()):.0f} for rays "
+        f"hitting the box), {ids.numel()} kept samples; compositing on {samples['sigmas'].numel()} samples"
+    )
 
     columns: List[Tuple[str, Dict[str, float]]] = []
     nosync = lambda: None  # noqa: E731
@@ -193,11 +215,19 @@ def main() -> None:
         scene_cuda = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in scene.items()}
         samples_cuda = {k: v.to(dev) for k, v in samples.items()}
         sync = torch.cuda.synchronize
-        columns.append(("torch (cuda)", bench_impl(reference_run, scene_cuda, samples_cuda, args.rays, args.res,
-                                                   args.repeats, sync)))
+        columns.append(
+            (
+                "torch (cuda)",
+                bench_impl(reference_run, scene_cuda, samples_cuda, args.rays, args.res, args.repeats, sync),
+            )
+        )
         if _backend.active_backend("cuda") == "cuda":
-            columns.append(("compiled cuda", bench_impl(compiled_run, scene_cuda, samples_cuda, args.rays, args.res,
-                                                        args.repeats, sync)))
+            columns.append(
+                (
+                    "compiled cuda",
+                    bench_impl(compiled_run, scene_cuda, samples_cuda, args.rays, args.res, args.repeats, sync),
+                )
+            )
 
     names = list(columns[0][1])
     header = f"{'op (median ms)':<38}" + "".join(f"{c:>15}" for c, _ in columns)
@@ -293,8 +323,10 @@ def bench_vm(n_points: int, repeats: int) -> None:
     else:
         print("\ncompiled VM kernels unavailable: only the grid_sample reference is timed")
     xyz = vm_points_along_rays(n_points)
-    print(f"\nsample_vm_features on {n_points} points along rays, forward + backward w.r.t. planes and lines "
-          f"(median ms of {repeats}, implementations interleaved)")
+    print(
+        f"\nsample_vm_features on {n_points} points along rays, forward + backward w.r.t. planes and lines "
+        f"(median ms of {repeats}, implementations interleaved)"
+    )
     header = f"{'C x R':<12}" + "".join(f"{name + ' fwd':>18}{name + ' fwd+bwd':>22}" for name in impls)
     if len(impls) == 2:
         header += f"{'fwd+bwd speed-up':>18}"
@@ -355,7 +387,7 @@ def bench_vm_training(steps: int, res: int, warmup: int = 30, clock: str = "wall
     times: Dict[str, List[float]] = {name: [] for name in impls}
     timer = time.perf_counter if clock == "wall" else time.process_time
     for i in range(warmup + steps):
-        for name in (list(impls) if i % 2 == 0 else list(impls)[::-1]):
+        for name in list(impls) if i % 2 == 0 else list(impls)[::-1]:
             with impls[name]():
                 t0 = timer()
                 runs[name](i)
@@ -363,10 +395,12 @@ def bench_vm_training(steps: int, res: int, warmup: int = 30, clock: str = "wall
                     times[name].append(timer() - t0)
     rate = {name: rays / statistics.median(t) for name, t in times.items()}
     unit = "rays/s" if clock == "wall" else "rays per CPU second"
-    print(f"\nrelight3d-tensorf training at {res}^3 grids ({steps} iterations after {warmup}, {rays} rays per batch, "
-          f"alternating, {torch.get_num_threads()} threads): VM lookup by grid_sample "
-          f"{rate['grid_sample'] / 1e3:.2f} K {unit}, compiled {rate['compiled'] / 1e3:.2f} K {unit} "
-          f"({rate['compiled'] / rate['grid_sample']:.2f}x)")
+    print(
+        f"\nrelight3d-tensorf training at {res}^3 grids ({steps} iterations after {warmup}, {rays} rays per batch, "
+        f"alternating, {torch.get_num_threads()} threads): VM lookup by grid_sample "
+        f"{rate['grid_sample'] / 1e3:.2f} K {unit}, compiled {rate['compiled'] / 1e3:.2f} K {unit} "
+        f"({rate['compiled'] / rate['grid_sample']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
+from relight3d.priors.base import PriorViews
 from relight3d.priors.diffusion.testing import tiny_scheduler
 
 SD_BLOCKS = (320, 640, 1280, 1280)
@@ -46,8 +47,13 @@ def unet(in_channels: int, sample_size: int) -> Any:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=sample_size, in_channels=in_channels, out_channels=4, block_out_channels=SD_BLOCKS,
-        layers_per_block=2, cross_attention_dim=CLIP_L_WIDTH, attention_head_dim=8,
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=SD_BLOCKS,
+        layers_per_block=2,
+        cross_attention_dim=CLIP_L_WIDTH,
+        attention_head_dim=8,
     )
 
 
@@ -56,8 +62,13 @@ def vae() -> Any:
 
     levels = (128, 256, 512, 512)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=levels, layers_per_block=2, latent_channels=4,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=levels,
+        layers_per_block=2,
+        latent_channels=4,
     )
 
 
@@ -65,8 +76,15 @@ def image_encoder() -> Any:
     """CLIP ViT-L/14 at 224 px."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    config = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=224, patch_size=14, projection_dim=CLIP_L_WIDTH)
+    config = CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=14,
+        projection_dim=CLIP_L_WIDTH,
+    )
     return CLIPVisionModelWithProjection(config).eval()
 
 
@@ -84,8 +102,15 @@ def text_encoder_and_tokenizer() -> Tuple[Any, Any]:
         vocab.setdefault(c + "</w>", len(vocab))
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
     config = CLIPTextConfig(
-        vocab_size=49408, hidden_size=CLIP_L_WIDTH, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        vocab_size=49408,
+        hidden_size=CLIP_L_WIDTH,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
     )
     return CLIPTextModel(config).eval(), tokenizer
 
@@ -115,8 +140,13 @@ def build_prior(name: str, steps: int) -> Tuple[Any, int, int]:
             executed = math.floor(default * cfg.lighting_preview_strength)
             cfg.lighting_preview_strength = 1.0
         encoder, tokenizer = text_encoder_and_tokenizer()
-        parts = {"unet": unet(8, 64), "vae": vae(), "text_encoder": encoder, "tokenizer": tokenizer,
-                 "scheduler": tiny_scheduler()}
+        parts = {
+            "unet": unet(8, 64),
+            "vae": vae(),
+            "text_encoder": encoder,
+            "tokenizer": tokenizer,
+            "scheduler": tiny_scheduler(),
+        }
         return Prior.from_components(cfg, **parts), default, executed
     if name == "physical":
         from relight3d.priors.physical import PhysicalPrior, PhysicalPriorConfig
@@ -143,7 +173,10 @@ def sphere_views(n: int, size: int) -> Dict[str, torch.Tensor]:
     env = (0.3 + 3.0 * torch.cos(theta).clamp_min(0) ** 8).expand(h, 2 * h, 3).contiguous()
     rep = lambda t: t[None].expand(n, *t.shape).contiguous()  # noqa: E731
     return {
-        "images": rep(image), "masks": rep(mask), "cameras": rep(c2w), "target": env.flip(0).contiguous(),
+        "images": rep(image),
+        "masks": rep(mask),
+        "cameras": rep(c2w),
+        "target": env.flip(0).contiguous(),
         "source": env,
         "gbuffers": {"normals": rep(normals), "directions": rep(directions), "points": rep(points)},
     }
@@ -158,18 +191,20 @@ def _time(fn: Callable[[], object]) -> float:
 def measure(name: str, views: Dict[str, Any], step_counts: List[int]) -> Dict[str, float]:
     """Seconds per view of ``relight`` at each step count (and of ``refine`` at t* = 0.4), for one prior."""
     n = views["images"].shape[0]
-    args = (views["images"], views["masks"], views["cameras"], views["target"])
-    kwargs = {"gbuffers": views["gbuffers"], "source_envmap": views["source"]}
+    batch = PriorViews(
+        views["images"], views["masks"], views["cameras"], views["target"], generator=0, gbuffers=views["gbuffers"],
+        source_envmap=views["source"],
+    )  # fmt: skip
     out: Dict[str, float] = {}
     for steps in step_counts if name != "physical" else [0]:
         t0 = time.perf_counter()
         prior, default, executed = build_prior(name, steps)
         out["build_seconds"] = time.perf_counter() - t0
         out["default_steps"], out["relight_steps"] = default, executed
-        prior.relight(*args, generator=0, **kwargs)  # warm-up (allocations, lazy set-up)
-        out[f"relight_{steps}"] = _time(lambda p=prior: p.relight(*args, generator=0, **kwargs)) / n
+        prior.relight(batch)  # warm-up (allocations, lazy set-up)
+        out[f"relight_{steps}"] = _time(lambda p=prior: p.relight(batch)) / n
         if name == "physical":
-            out["refine_0.4"] = _time(lambda p=prior: p.refine(*args, 0.4, generator=0, **kwargs)) / n
+            out["refine_0.4"] = _time(lambda p=prior: p.refine(batch, 0.4)) / n
         del prior
     return out
 
@@ -213,19 +248,25 @@ def main() -> None:
         print(f"{name}: built in {r['build_seconds']:.1f} s; relight per view: {timed}", flush=True)
     t_stars = (0.4, 0.05)
     peer = results.get("physical")
-    print("\n| prior | DDIM steps run | s per step (measured) | fixed s (measured) | stage-1 views/s (projected) "
-          "| refine s at t*=0.4 / 0.05 (projected) | physical / prior views/s |")
+    print(
+        "\n| prior | DDIM steps run | s per step (measured) | fixed s (measured) | stage-1 views/s (projected) "
+        "| refine s at t*=0.4 / 0.05 (projected) | physical / prior views/s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if name == "physical":
-            print(f"| physical | - | - | {r['relight_0']:.3f} | {1 / r['relight_0']:.2f} (measured) "
-                  f"| {r['refine_0.4']:.3f} (measured) | 1 |")
+            print(
+                f"| physical | - | - | {r['relight_0']:.3f} | {1 / r['relight_0']:.2f} (measured) "
+                f"| {r['refine_0.4']:.3f} (measured) | 1 |"
+            )
             continue
         p = project(r, args.steps, t_stars)
         ratio = f"{p['relight_default'] / peer['relight_0']:.0f}x" if peer else "-"
         steps = f"{int(r['relight_steps'])} of {int(r['default_steps'])}"
-        print(f"| {name} | {steps} | {p['per_step']:.2f} | {p['fixed']:.2f} | {1 / p['relight_default']:.4f} |"
-              f" {p['refine_0.4']:.1f} / {p['refine_0.05']:.1f} | {ratio} |")
+        print(
+            f"| {name} | {steps} | {p['per_step']:.2f} | {p['fixed']:.2f} | {1 / p['relight_default']:.4f} |"
+            f" {p['refine_0.4']:.1f} / {p['refine_0.05']:.1f} | {ratio} |"
+        )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,9 @@ def train_for(name: str, data: Path, seconds: float, output: Path) -> Dict[str, 
     rays = steps * trainer.pipeline.datamanager.get_train_rays_per_batch()
     dataset = trainer.pipeline.datamanager.eval_dataset
     metrics = evaluate_views(
-        trainer.pipeline.model, dataset.cameras, list(dataset._dataparser_outputs.image_filenames),
+        trainer.pipeline.model,
+        dataset.cameras,
+        list(dataset._dataparser_outputs.image_filenames),
         out_dir=output / name / "test_views",
     )
     metrics.update({"method": name, "iterations": steps, "train_seconds": wall, "rays_per_second": rays / wall})

@@ -18,7 +18,7 @@ from relight3d.data.datamanager import InMemoryDataManagerConfig
 from relight3d.data.images import read_rgba
 from relight3d.data.objaverse import ObjaverseDataParserConfig
 from relight3d.data.single_image import SingleImageDataParserConfig
-from relight3d.errors import DataError
+from relight3d.errors import ConfigError, DataError
 from relight3d.geometry import look_at, orbit_positions
 
 POINT = np.array([0.21, -0.13, 0.3])
@@ -238,6 +238,28 @@ def test_bad_objaverse_inputs(tmp_path):
     assert "002_RT.npy: camera file missing" in err()
     shutil.rmtree(obj)
     assert "object folder not found" in err()
+
+
+@pytest.mark.parametrize(
+    "config_class, option, value, problem",
+    [
+        (ObjaverseDataParserConfig, "scene_scale", 0.0, "must be a positive number, got 0.0"),
+        (SingleImageDataParserConfig, "scene_scale", float("nan"), "must be a positive number, got nan"),
+        (ObjaverseDataParserConfig, "light_index", -1, "must be >= 0, got -1"),
+        (ObjaverseDataParserConfig, "train_views", (3, 3), "must be a half-open range 0 <= start < end, got (3, 3)"),
+        (SingleImageDataParserConfig, "radius", 0.0, "the camera distance must be positive, got 0.0"),
+        (SingleImageDataParserConfig, "fov", 180.0, "the field of view must be in (0, 180) degrees, got 180.0"),
+    ],
+)
+def test_object_dataparser_settings_are_one_line_config_errors(tmp_path, config_class, option, value, problem):
+    """The settings every object parser shares (scene_scale) and each one's own are checked before any file."""
+    (tmp_path / "obj").mkdir()
+    image = tmp_path / "obj" / "000_000_studio.png"
+    _rgba(image)
+    data = image if config_class is SingleImageDataParserConfig else image.parent
+    with pytest.raises(ConfigError) as info:
+        config_class(data=data, **{option: value}).setup().get_dataparser_outputs("train")
+    assert str(info.value) == f"{option}: {problem}"
 
 
 def test_bad_single_image(tmp_path):

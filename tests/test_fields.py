@@ -147,8 +147,14 @@ def test_tensorf_loads_upsampled_checkpoint():
 
 
 def test_hash_encoding_matches_explicit_hash():
-    enc = HashEncoding(n_levels=2, features_per_level=2, log2_table_size=8, base_resolution=4, max_resolution=64,
-                       implementation="torch")
+    enc = HashEncoding(
+        n_levels=2,
+        features_per_level=2,
+        log2_table_size=8,
+        base_resolution=4,
+        max_resolution=64,
+        implementation="torch",
+    )
     assert enc.level_dense == [True, False]  # 4^3 fits in 256 entries, 64^3 does not
     x = torch.tensor([[0.3, 0.7, 0.1]])
     out = enc(x)

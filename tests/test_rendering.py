@@ -67,8 +67,14 @@ def analytic_model(**kwargs) -> AnalyticModel:  # noqa: ANN003
 
 def sds_model():  # noqa: ANN201
     """A small relight3d-sds-tensorf model: a density blob (peak sigma ~ 50) in a nearly empty random field."""
-    config = SDSTensoRFModelConfig(init_resolution=16, n_density_components=4, n_appearance_components=4,
-                                   appearance_dim=8, blob_density=12.0, blob_radius=0.4)
+    config = SDSTensoRFModelConfig(
+        init_resolution=16,
+        n_density_components=4,
+        n_appearance_components=4,
+        appearance_dim=8,
+        blob_density=12.0,
+        blob_radius=0.4,
+    )
     model = config.setup(scene_box=BOX, num_train_data=1)
     model.update_occupancy()
     return model

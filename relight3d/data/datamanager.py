@@ -103,9 +103,7 @@ class InMemoryDataManager(VanillaDataManager[CheckedInputDataset]):
         assert self.train_dataset is not None
         return self.train_dataset.cameras
 
-    def replace_train_images(
-        self, indices: Union[Sequence[int], Tensor], images: Float[Tensor, "k h w c"]
-    ) -> None:
+    def replace_train_images(self, indices: Union[Sequence[int], Tensor], images: Float[Tensor, "k h w c"]) -> None:
         """Overwrite training images ``indices`` with ``images`` (same size; RGB or RGBA as loaded).
 
         If the stored images are RGBA and ``images`` are RGB, the stored alpha (the object mask) is kept.

@@ -29,7 +29,7 @@ from relight3d.eval.image_metrics import psnr, ssim
 from relight3d.fields.base import NormalsMethod, RelightableField
 from relight3d.geometry import opengl_to_opencv, world_to_camera
 from relight3d.models.samples import GBUFFERS, PackedSamples, Shader
-from relight3d.ops import OccupancyGrid, march_rays_train, ray_aabb_intersect, render_weights
+from relight3d.ops import OccupancyGrid, StepSchedule, march_rays_train, ray_aabb_intersect, render_weights
 
 
 def world_to_pixel_matrices(cameras: Cameras) -> Float[Tensor, "v 3 4"]:
@@ -176,7 +176,7 @@ class OccupancyFieldModel(Model):
                 where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
                 update_every_num_iters=self.config.occupancy_update_every,
                 func=update,
-            )
+            ),
         ]
 
     # --- rendering ---------------------------------------------------------------------------------------------
@@ -201,10 +201,10 @@ class OccupancyFieldModel(Model):
         t_near, t_far = ray_aabb_intersect(origins, directions, field_.aabb, cfg.near_plane)
         dt = self.render_step_size
         noise = torch.rand(n, device=origins.device) if jitter else None
+        steps = StepSchedule(dt, dt * 8, cfg.dt_gamma)
         ray_ids, t0, t1 = march_rays_train(
-            origins, directions, t_near, t_far, self.occupancy.bitfield, self.occupancy.aabb,
-            self.occupancy.n_cascades, self.occupancy.res, dt, dt * 8, cfg.dt_gamma, cfg.max_steps, noise,
-        )  # fmt: skip
+            origins, directions, t_near, t_far, self.occupancy.packed, steps, cfg.max_steps, noise
+        )
         mids = (t0 + t1) * 0.5
         positions = origins[ray_ids] + directions[ray_ids] * mids[:, None]
         with torch.no_grad():

@@ -15,10 +15,12 @@ Each op has three layers (the pattern of gsplat's ``_wrapper.py`` / ``_torch_imp
 loaded for the tensors' device and gives every gradient needed, else the reference); :mod:`._backend` loads the
 extension lazily (``RELIGHT3D_OPS_BACKEND=torch`` forces the reference). Inputs on the wrong device or of the wrong
 dtype raise; they are never moved or cast silently. :class:`OccupancyGrid` (:mod:`.occupancy`) keeps the grid that
-the marching skips empty space with.
+the marching skips empty space with; the marchers take it as a :class:`PackedOccupancy` (its
+:attr:`~OccupancyGrid.packed`), with a :class:`StepSchedule` (:mod:`.march_inputs`).
 """
 
 from relight3d.ops._torch_impl import MISS_T
+from relight3d.ops.march_inputs import PackedOccupancy, StepSchedule
 from relight3d.ops.occupancy import OccupancyGrid
 from relight3d.ops.ray_marching import (
     accumulate_along_rays,
@@ -41,6 +43,8 @@ from relight3d.ops.vm_sampling import sample_vm_features
 __all__ = [
     "MISS_T",
     "OccupancyGrid",
+    "PackedOccupancy",
+    "StepSchedule",
     "accumulate_along_rays",
     "composite_rays_inference",
     "composite_rays_train",

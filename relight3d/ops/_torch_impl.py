@@ -1,10 +1,12 @@
 """Pure-PyTorch reference implementations of the ray-marching operations.
 
 Every function here takes the arguments of the public op of the same name in :mod:`relight3d.ops`, in the same order,
-all of them given and already checked (the public op documents their shapes, dtypes and defaults). They define the
-semantics: the compiled C++/CUDA kernels must agree with them (the tests compare values and gradients). They are
-also the fallback used wherever no compiled extension is available, so they are written to be reasonably fast on a
-CPU (vectorised, no Python loops over rays or samples).
+all of them given and already checked (the public op documents their shapes, dtypes and defaults), with a
+:class:`~relight3d.ops.PackedOccupancy` grid or a :class:`~relight3d.ops.StepSchedule` unpacked into its fields
+(``bitfield, aabb, n_cascades, res`` and ``dt_min, dt_max, dt_gamma``), as the compiled kernels take them. They
+define the semantics: the compiled C++/CUDA kernels must agree with them (the tests compare values and gradients).
+They are also the fallback used wherever no compiled extension is available, so they are written to be reasonably
+fast on a CPU (vectorised, no Python loops over rays or samples).
 
 Conventions shared by all implementations
 -----------------------------------------

@@ -1,7 +1,8 @@
 """The compiled implementations of the ops: calls into the extension ``relight3d._C`` (see ``cuda_ext/``).
 
-:func:`run` computes an op from the arguments of its public function (:mod:`relight3d.ops`), positionally and
-already checked, like the reference :mod:`relight3d.ops._torch_impl`; :func:`can_run` says whether the kernels can.
+:func:`run` computes an op from the arguments of its public function (:mod:`relight3d.ops`), positionally, already
+checked and with grids and step schedules unpacked into their fields, like the reference
+:mod:`relight3d.ops._torch_impl`; :func:`can_run` says whether the kernels can.
 The extension takes contiguous float32 / int64 / uint8 tensors, so every tensor argument is made contiguous and
 integer index tensors are widened to int64 (:func:`_kernel_arg`). Ops that update tensors in place
 (:data:`_IN_PLACE`) copy the result back into a non-contiguous argument.
@@ -106,8 +107,9 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, *args: Any) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, t_thresh = (_kernel_arg(x) for x in args)
-        weights, image, depth, acc, trans = _ext().composite_rays_train_fwd(sigmas, rgbs, t_starts, t_ends,
-                                                                            ray_indices, n_rays, t_thresh)
+        weights, image, depth, acc, trans = _ext().composite_rays_train_fwd(
+            sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays, t_thresh
+        )
         ctx.save_for_backward(sigmas, rgbs, t_starts, t_ends, ray_indices, weights, trans)
         ctx.n_rays, ctx.t_thresh = n_rays, t_thresh
         ctx.set_materialize_grads(False)
@@ -179,9 +181,7 @@ def can_run(op: str, args: Sequence[Any]) -> bool:
     if not torch.is_grad_enabled():
         return True
     differentiable = _KERNEL_GRADS.get(op, ())
-    return not any(
-        isinstance(x, Tensor) and x.requires_grad and i not in differentiable for i, x in enumerate(args)
-    )
+    return not any(isinstance(x, Tensor) and x.requires_grad and i not in differentiable for i, x in enumerate(args))
 
 
 def run(op: str, *args: Any) -> Any:

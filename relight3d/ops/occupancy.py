@@ -8,6 +8,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from relight3d.ops.march_inputs import PackedOccupancy
 from relight3d.ops.ray_marching import (
     occupancy_cell_positions,
     occupancy_grid_update,
@@ -63,9 +64,14 @@ class OccupancyGrid(nn.Module):
         """Fraction of cells currently marked occupied."""
         return float(unpack_bitfield(self.bitfield).float().mean())
 
+    @property
+    def packed(self) -> PackedOccupancy:
+        """The current bitfield with the grid's layout, as the marching ops take it (it shares the buffers)."""
+        return PackedOccupancy(self.bitfield, self.aabb, self.n_cascades, self.res)
+
     def is_occupied(self, positions: Float[Tensor, "n 3"]) -> Tensor:
         """Occupancy of the cells holding ``positions``."""
-        return occupancy_lookup(positions, self.bitfield, self.aabb, self.n_cascades, self.res)
+        return occupancy_lookup(positions, self.packed)
 
     def occupied_aabb(self) -> Float[Tensor, "6"]:
         """Tight box around the occupied cells of cascade 0 (the whole box if none is occupied)."""

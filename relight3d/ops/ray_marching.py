@@ -1,5 +1,10 @@
 # ruff: noqa: F722, UP037  (jaxtyping shape strings such as "n 3" are not forward references)
-"""The public ray-marching functions: their signatures and documentation; checks and dispatch by :mod:`._dispatch`."""
+"""The public ray-marching functions: their signatures and documentation; checks and dispatch by :mod:`._dispatch`.
+
+The marchers take the occupancy grid and the step schedule as :class:`~relight3d.ops.march_inputs.PackedOccupancy`
+and :class:`~relight3d.ops.march_inputs.StepSchedule`, and unpack them into the flat arguments of the kernels and
+the reference.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
 from relight3d.ops._dispatch import check_grid, check_steps, public_op, run
+from relight3d.ops.march_inputs import PackedOccupancy, StepSchedule
 
 
 @public_op
@@ -102,12 +108,16 @@ def unpack_bitfield(bitfield: UInt8[Tensor, " b"]) -> Bool[Tensor, " m"]:
 
 
 @public_op
-def occupancy_lookup(
-    positions: Float[Tensor, "n 3"], bitfield: UInt8[Tensor, " b"], aabb: Float[Tensor, "6"], n_cascades: int, res: int
-) -> Bool[Tensor, " n"]:
-    """Whether each position lies in an occupied cell of a (cascaded) occupancy grid."""
-    check_grid("occupancy_lookup", bitfield, n_cascades, res)
-    return run("occupancy_lookup", positions, bitfield, aabb, n_cascades, res)
+def occupancy_lookup(positions: Float[Tensor, "n 3"], grid: PackedOccupancy) -> Bool[Tensor, " n"]:
+    """Whether each position lies in an occupied cell of a (cascaded) occupancy grid; outside every cascade: False.
+
+    Example:
+        >>> grid = PackedOccupancy(torch.tensor([1], dtype=torch.uint8), torch.tensor([-1.0, -1, -1, 1, 1, 1]), 1, 2)
+        >>> occupancy_lookup(torch.tensor([[-0.5, -0.5, -0.5], [0.5, -0.5, -0.5], [2.0, 0, 0]]), grid)
+        tensor([ True, False, False])
+    """
+    check_grid("occupancy_lookup", grid)
+    return run("occupancy_lookup", positions, *grid)
 
 
 @public_op
@@ -116,13 +126,8 @@ def march_rays_train(
     rays_d: Float[Tensor, "n 3"],
     t_near: Float[Tensor, " n"],
     t_far: Float[Tensor, " n"],
-    bitfield: UInt8[Tensor, " b"],
-    aabb: Float[Tensor, "6"],
-    n_cascades: int,
-    res: int,
-    dt_min: float,
-    dt_max: float,
-    dt_gamma: float = 0.0,
+    grid: PackedOccupancy,
+    steps: StepSchedule,
     max_steps: int = 1024,
     jitter: Optional[Float[Tensor, " n"]] = None,
 ) -> Tuple[Int[Tensor, " s"], Float[Tensor, " s"], Float[Tensor, " s"]]:
@@ -134,10 +139,8 @@ def march_rays_train(
     Args:
         rays_o, rays_d: rays.
         t_near, t_far: the interval to march, e.g. from :func:`ray_aabb_intersect`.
-        bitfield: packed occupancy (see :class:`OccupancyGrid`).
-        aabb: box of cascade 0.
-        n_cascades, res: grid layout.
-        dt_min, dt_max, dt_gamma: step schedule.
+        grid: the occupancy grid, e.g. :attr:`OccupancyGrid.packed <relight3d.ops.OccupancyGrid.packed>`.
+        steps: the step schedule.
         max_steps: cap on candidate samples per ray.
         jitter: per-ray offset in ``[0, 1)`` of the first sample, in units of its step (training noise).
 
@@ -146,17 +149,16 @@ def march_rays_train(
 
     Example:
         >>> from relight3d.ops import OccupancyGrid
-        >>> grid = OccupancyGrid(torch.tensor([-1.0, -1, -1, 1, 1, 1]), res=16)
+        >>> grid = OccupancyGrid(torch.tensor([-1.0, -1, -1, 1, 1, 1]), res=16)  # all cells occupied at first
         >>> o, d = torch.tensor([[0.0, 0, -3]]), torch.tensor([[0.0, 0, 1]])
         >>> tn, tf = ray_aabb_intersect(o, d, grid.aabb)
-        >>> ids, t0, t1 = march_rays_train(o, d, tn, tf, grid.bitfield, grid.aabb, 1, 16, 0.1, 0.1)
-        >>> ids.shape
-        torch.Size([20])
+        >>> ids, t0, t1 = march_rays_train(o, d, tn, tf, grid.packed, StepSchedule(0.1, 0.1))
+        >>> ids.shape, t0[:2], t1[:2]
+        (torch.Size([20]), tensor([2.0000, 2.1000]), tensor([2.1000, 2.2000]))
     """
-    check_grid("march_rays_train", bitfield, n_cascades, res)
-    check_steps("march_rays_train", dt_min, dt_max)
-    return run("march_rays_train", rays_o, rays_d, t_near, t_far, bitfield, aabb, n_cascades, res, dt_min, dt_max,
-               dt_gamma, max_steps, jitter)  # fmt: skip
+    check_grid("march_rays_train", grid)
+    check_steps("march_rays_train", steps)
+    return run("march_rays_train", rays_o, rays_d, t_near, t_far, *grid, *steps, max_steps, jitter)
 
 
 @public_op
@@ -215,13 +217,8 @@ def march_rays_inference(
     t: Float[Tensor, " n"],
     t_far: Float[Tensor, " n"],
     alive: Int[Tensor, " a"],
-    bitfield: UInt8[Tensor, " b"],
-    aabb: Float[Tensor, "6"],
-    n_cascades: int,
-    res: int,
-    dt_min: float,
-    dt_max: float,
-    dt_gamma: float = 0.0,
+    grid: PackedOccupancy,
+    steps: StepSchedule,
     n_steps: int = 8,
     max_candidates: int = 1024,
 ) -> Tuple[Float[Tensor, "a k"], Float[Tensor, "a k"]]:
@@ -239,8 +236,8 @@ def march_rays_inference(
             ``alive``: it becomes the first step not examined, ``>= t_far`` once a ray has no sample left.
         t_far: end of each ray's interval.
         alive: indices of the rays to march (unique), e.g. the output of :func:`composite_rays_inference`.
-        bitfield, aabb, n_cascades, res: the occupancy grid (see :class:`OccupancyGrid`).
-        dt_min, dt_max, dt_gamma: step schedule.
+        grid: the occupancy grid, e.g. :attr:`OccupancyGrid.packed <relight3d.ops.OccupancyGrid.packed>`.
+        steps: the step schedule (the one of :func:`march_rays_train`, to render what training sampled).
         n_steps: samples per ray and call (the width of the outputs).
         max_candidates: cap on the steps a ray examines per call, which bounds the work of one call.
 
@@ -248,25 +245,24 @@ def march_rays_inference(
         ``(t_starts, t_ends)`` of shape ``[len(alive), n_steps]``; unused slots have ``t_starts == t_ends == 0``.
 
     Example:
-        >>> aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
         >>> bitfield = torch.full((16**3 // 8,), 255, dtype=torch.uint8)
+        >>> grid = PackedOccupancy(bitfield, torch.tensor([-1.0, -1, -1, 1, 1, 1]), n_cascades=1, res=16)
         >>> o, d = torch.tensor([[0.0, 0, -3]]), torch.tensor([[0.0, 0, 1]])
-        >>> t, t_far = ray_aabb_intersect(o, d, aabb)
+        >>> t, t_far = ray_aabb_intersect(o, d, grid.aabb)
         >>> image, depth, acc, trans = torch.zeros(1, 3), torch.zeros(1), torch.zeros(1), torch.ones(1)
         >>> alive = torch.arange(1)
         >>> while alive.numel() > 0:
-        ...     t0, t1 = march_rays_inference(o, d, t, t_far, alive, bitfield, aabb, 1, 16, 0.1, 0.1, n_steps=4)
+        ...     t0, t1 = march_rays_inference(o, d, t, t_far, alive, grid, StepSchedule(0.1, 0.1), n_steps=4)
         ...     sigmas, rgbs = torch.full_like(t0, 0.5), torch.ones(*t0.shape, 3)  # a field queried at the midpoints
         ...     alive = composite_rays_inference(sigmas, rgbs, t0, t1, alive, t, t_far, image, depth, acc, trans)
         >>> round(float(acc[0]), 4)  # 1 - exp(-0.5 * 2)
         0.6321
     """
-    check_grid("march_rays_inference", bitfield, n_cascades, res)
-    check_steps("march_rays_inference", dt_min, dt_max)
+    check_grid("march_rays_inference", grid)
+    check_steps("march_rays_inference", steps)
     if n_steps < 1 or max_candidates < 1:
         raise ValueError(f"march_rays_inference: need n_steps, max_candidates >= 1, got {n_steps}, {max_candidates}")
-    return run("march_rays_inference", rays_o, rays_d, t, t_far, alive, bitfield, aabb, n_cascades, res, dt_min, dt_max,
-               dt_gamma, n_steps, max_candidates)  # fmt: skip
+    return run("march_rays_inference", rays_o, rays_d, t, t_far, alive, *grid, *steps, n_steps, max_candidates)
 
 
 @public_op

@@ -121,9 +121,7 @@ def _benchmark_light_split(data: Path, envname: str) -> Optional[str]:
     return None
 
 
-def find_eval_views(
-    data: Path, envname: str, parser: Any, eval_data: Optional[Path] = None
-) -> Optional[EvalViews]:
+def find_eval_views(data: Path, envname: str, parser: Any, eval_data: Optional[Path] = None) -> Optional[EvalViews]:
     """The held-out views with ground truth under the map named ``envname`` (see the module docstring), or None.
 
     Raises:

@@ -130,4 +130,3 @@ def estimate_source_envmap(
         f"written to {out_path}. Pass --source-envmap FILE (pipeline.source-envmap) if you know it."
     )
     return estimate.envmap, origin
-

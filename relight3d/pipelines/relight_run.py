@@ -37,6 +37,7 @@ from relight3d.output_names import OutputNames
 from relight3d.pipelines.relight_eval import EvalViews, find_eval_views
 from relight3d.pipelines.relight_field import load_field_run, render_view, straight_rgb, view_points
 from relight3d.pipelines.relight_stage1 import write_png
+from relight3d.priors.base import PriorViews
 
 
 @dataclass
@@ -189,7 +190,7 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
         kwargs = {"gbuffers": gbuffers}
         if source is not None:
             kwargs["source_envmap"] = source
-        relit = prior.relight(source_rgb[None].cpu(), mask, c2w, env, **kwargs)[0]
+        relit = prior.relight(PriorViews(source_rgb[None].cpu(), mask, c2w, env, **kwargs))[0]
         alpha = mask[0]
         return relit * alpha + (1 - alpha) * model.background.cpu()
 

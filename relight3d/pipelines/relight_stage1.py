@@ -24,6 +24,7 @@ from torch import Tensor
 
 from relight3d.geometry import world_to_camera
 from relight3d.pipelines.relight_field import fingerprint
+from relight3d.priors.base import PriorViews
 
 STAGE1_DIRS = ("input_image", "pred_image", "target_envmap_hdr", "target_envmap_ldr", "target_RT")
 """The cache's per-view folders (Neural Gaffer's stage-1 layout)."""
@@ -87,7 +88,7 @@ def relight_training_views(
         images: The training views as trained; their alpha (1 when absent) is the prior's mask.
         camera_to_worlds: The views' cameras (the prior rotates the map into each).
         target: The target map in world coordinates.
-        prior_inputs: The prior's other keyword arguments for a batch of view indices (generator, G-buffers,
+        prior_inputs: The other PriorViews fields for a batch of view indices (generator, G-buffers,
             source light).
         batch_size: Views per prior call.
         cache: The cache folder.
@@ -103,7 +104,8 @@ def relight_training_views(
     out = []
     for start in range(0, n, step):
         views = torch.arange(start, min(start + step, n))
-        pred = prior.relight(rgb[views], masks[views], camera_to_worlds[views], target, **prior_inputs(views))
+        batch = PriorViews(rgb[views], masks[views], camera_to_worlds[views], target, **prior_inputs(views))
+        pred = prior.relight(batch)
         pred = pred.cpu().float()
         out.append(pred)
         for j, i in enumerate(views.tolist()):

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from relight3d.pipelines.relight_field import straight_rgb
 from relight3d.pipelines.relight_state import RelightingState
+from relight3d.priors.base import PriorViews
 
 
 def t_star_at(step: int, total: int, start: float, end: float, schedule: str) -> float:
@@ -59,13 +60,13 @@ def refine_render(
 
     The prior refines the object's own colour (:func:`straight_rgb`) under the rendered accumulation as its mask;
     compositing the answer back on the background the render was composited on puts both sides of the loss on the
-    same background. ``inputs`` are the prior's other keyword arguments (generator, G-buffers, source light,
+    same background. ``inputs`` are the other PriorViews fields (generator, G-buffers, source light,
     condition images).
     """
     pred = render["rgb"]
     mask = render["accumulation"].clamp(0, 1)
     colour = straight_rgb(pred.detach(), mask, background)
-    refined = prior.refine(colour[None].cpu(), mask[None].cpu(), camera_to_world, target, t_star, **inputs)
+    refined = prior.refine(PriorViews(colour[None].cpu(), mask[None].cpu(), camera_to_world, target, **inputs), t_star)
     return refined[0].to(pred) * mask + (1.0 - mask) * background.to(pred)
 
 

@@ -243,7 +243,7 @@ class RelightingPipeline(VanillaPipeline):
         return packed.unpack(views)
 
     def prior_inputs(self, views: Tensor, size: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
-        """The prior's keyword arguments for training views ``views``: the generator, the views' G-buffers and
+        """The other PriorViews fields of training views ``views``: the generator, the views' G-buffers and
         shadow visibility (resized to ``size``) when the prior asks for them, the source light when known or needed."""
         inputs: Dict[str, Any] = {"generator": self.state.generator}
         if self.prior.required_gbuffers:

@@ -2,8 +2,9 @@
 
 Layout:
 
-* :mod:`.base`: the :class:`RelightingPrior` contract (``relight`` / ``refine`` / ``sds_loss`` on views, masks,
-  cameras and a target map), its config base, per-view randomness and the square resizing every prior uses.
+* :mod:`.base`: the :class:`RelightingPrior` contract (``relight`` / ``refine`` / ``sds_loss`` on a
+  :class:`PriorViews`: views, masks, cameras, a target map and optional extras), its config base, per-view
+  randomness and the square resizing every prior uses.
 * :mod:`.registry`: the one table of relighting priors, ``PRIORS`` (name -> config class), the ``ns-train``
   subcommand union ``PriorChoice`` built from it and ``prior_config(name)`` for ``relight3d relight --prior``.
   Adding a prior is one new file here plus one line in that table.
@@ -27,7 +28,7 @@ built).
 Example:
     >>> from relight3d.priors.registry import prior_config
     >>> prior = prior_config("neural-gaffer", model_path="weights/neural_gaffer").setup(device="cuda")  # doctest: +SKIP
-    >>> relit = prior.relight(images, masks, camera_to_worlds, envmap, generator=0)  # doctest: +SKIP
+    >>> relit = prior.relight(PriorViews(images, masks, camera_to_worlds, envmap, generator=0))  # doctest: +SKIP
 """
 
 from relight3d.priors.base import (

@@ -24,9 +24,10 @@ device, as float32):
 Configs follow nerfstudio: ``RelightingPriorConfig`` (``_target`` + ``setup(device=...)``) with one subclass per
 prior, model paths are config fields (never model ids in code) and nothing is downloaded.
 
-A prior implements :meth:`RelightingPrior.relight_views` and :meth:`RelightingPrior.refine_views` (and optionally
-:meth:`RelightingPrior.sds_views`) on a checked :class:`PriorViews`; the public ``relight`` / ``refine`` /
-``sds_loss`` methods, with the signatures above, check the tensors and call them. Loading pretrained weights is
+A call's tensors travel together in a :class:`PriorViews` (``PriorViews(images, masks, cameras, target_envmap,
+generator=...)``), which the caller builds once. A prior implements :meth:`RelightingPrior.relight_views` and
+:meth:`RelightingPrior.refine_views` (and optionally :meth:`RelightingPrior.sds_views`); the public ``relight`` /
+``refine`` / ``sds_loss`` methods check the views and call them. Loading pretrained weights is
 shared by the diffusion priors in :mod:`relight3d.priors.diffusion`.
 """
 
@@ -108,7 +109,7 @@ class RelightingPrior(abc.ABC):
 
     required_gbuffers: Tuple[str, ...] = ()
     """Rendered G-buffers (names of ``render_view`` outputs such as ``"normals"``, ``"accumulation"``) this prior
-    needs in the ``gbuffers`` argument; empty for image-space priors."""
+    needs in ``PriorViews.gbuffers``; empty for image-space priors."""
     needs_source_envmap: bool = False
     """Whether the prior needs the light the input images were captured under (``source_envmap``)."""
 
@@ -148,66 +149,39 @@ class RelightingPrior(abc.ABC):
         return False
 
     # --- the contract ----------------------------------------------------------------------------------------------
-    def relight(
-        self,
-        images: Float[Tensor, "b h w 3"],
-        masks: Float[Tensor, "b h w 1"],
-        cameras: Float[Tensor, "b 3 4"],
-        target_envmap: Float[Tensor, "H W 3"],
-        *,
-        generator: GeneratorLike = None,
-        gbuffers: Optional[Dict[str, Tensor]] = None,
-        source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None,
-    ) -> Float[Tensor, "b h w 3"]:
-        """The views relit under ``target_envmap`` (sRGB in [0, 1], the input's size).
+    def relight(self, views: PriorViews) -> Float[Tensor, "b h w 3"]:
+        """The views relit under ``views.target_envmap`` (sRGB in [0, 1], the input's size); the same
+        ``views.generator`` gives the same result.
 
-        The arguments are those of :class:`PriorViews`; the same ``generator`` gives the same result.
+        Example:
+            >>> relit = prior.relight(PriorViews(images, masks, cameras, envmap, generator=0))  # doctest: +SKIP
 
         Raises:
             PriorError: tensors of the wrong shape or with non-finite values.
         """
-        views = PriorViews(images, masks, cameras, target_envmap, generator, gbuffers, source_envmap)
         return self.relight_views(self.checked(views))
 
-    def refine(
-        self,
-        images: Float[Tensor, "b h w 3"],
-        masks: Float[Tensor, "b h w 1"],
-        cameras: Float[Tensor, "b 3 4"],
-        target_envmap: Float[Tensor, "H W 3"],
-        t_star: float,
-        *,
-        condition_images: Optional[Float[Tensor, "b h w 3"]] = None,
-        generator: GeneratorLike = None,
-        gbuffers: Optional[Dict[str, Tensor]] = None,
-        source_envmap: Optional[Float[Tensor, "H2 W2 3"]] = None,
-    ) -> Float[Tensor, "b h w 3"]:
-        """``images`` (e.g. renders of a relit field) pulled towards the prior, SDEdit-style.
+    def refine(self, views: PriorViews, t_star: float) -> Float[Tensor, "b h w 3"]:
+        """``views.images`` (e.g. renders of a relit field) pulled towards the prior, SDEdit-style.
 
         Diffusion priors noise the images to a level set by ``t_star`` in [0, 1] and denoise them under the target
         light: ``t_star = 0`` changes nothing but the autoencoder round trip, ``t_star >= 1`` samples from pure
         noise (the same as :meth:`relight`). Priors without a diffusion process read ``t_star`` as a blend weight.
-        ``condition_images`` are what image-conditioned priors condition on (e.g. Neural Gaffer's original,
-        unrelit view); the other arguments are those of :class:`PriorViews`.
+        Image-conditioned priors condition on ``views.condition_images`` when given (e.g. Neural Gaffer's original,
+        unrelit view).
+
+        Raises:
+            PriorError: tensors of the wrong shape or with non-finite values.
         """
-        views = PriorViews(images, masks, cameras, target_envmap, generator, gbuffers, source_envmap, condition_images)
         return self.refine_views(self.checked(views), float(t_star))
 
-    def sds_loss(
-        self,
-        images: Float[Tensor, "b h w 3"],
-        masks: Float[Tensor, "b h w 1"],
-        cameras: Float[Tensor, "b 3 4"],
-        target_envmap: Float[Tensor, "H W 3"],
-        *,
-        condition_images: Optional[Float[Tensor, "b h w 3"]] = None,
-        generator: GeneratorLike = None,
-        guidance_scale: Optional[float] = None,
-        **unused: Any,
-    ) -> Dict[str, Tensor]:
-        """Optional score-distillation loss (``{"loss_sds": ..., "grad_norm": ...}``), differentiable in ``images``
-        (see :attr:`supports_sds`)."""
-        views = PriorViews(images, masks, cameras, target_envmap, generator, condition_images=condition_images)
+    def sds_loss(self, views: PriorViews, guidance_scale: Optional[float] = None) -> Dict[str, Tensor]:
+        """Optional score-distillation loss (``{"loss_sds": ..., "grad_norm": ...}``), differentiable in
+        ``views.images`` (see :attr:`supports_sds`), with the config's guidance weight unless ``guidance_scale``.
+
+        Raises:
+            PriorError: tensors of the wrong shape or with non-finite values.
+        """
         return self.sds_views(self.checked(views), guidance_scale)
 
     @abc.abstractmethod

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from relight3d import ops
-from relight3d.ops import _torch_impl
+from relight3d.ops import PackedOccupancy, StepSchedule, _torch_impl
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -76,7 +76,7 @@ def test_cell_positions_and_lookup_agree():
     density = torch.zeros(n_casc, res**3)
     density.view(-1)[::7] = 1.0
     bits = ops.pack_bitfield(density, 0.5)
-    occ = ops.occupancy_lookup(pos, bits, AABB, n_casc, res)
+    occ = ops.occupancy_lookup(pos, PackedOccupancy(bits, AABB, n_casc, res))
     # A cell centre of cascade 1 that lies inside cascade 0's box is looked up in cascade 0, so compare
     # only cells whose centre is outside the inner box, plus all of cascade 0.
     inner = pos.abs().amax(-1) <= 1.0
@@ -103,8 +103,8 @@ def test_march_matches_recurrence_with_full_grid(gamma):
     o, d = random_rays(32)
     tn, tf = ops.ray_aabb_intersect(o, d, AABB)
     jitter = torch.rand(32)
-    full = torch.full((16**3 // 8,), 255, dtype=torch.uint8)
-    ids, t0, t1 = ops.march_rays_train(o, d, tn, tf, full, AABB, 1, 16, 0.02, 0.1, gamma, 1024, jitter)
+    full = PackedOccupancy(torch.full((16**3 // 8,), 255, dtype=torch.uint8), AABB, 1, 16)
+    ids, t0, t1 = ops.march_rays_train(o, d, tn, tf, full, StepSchedule(0.02, 0.1, gamma), 1024, jitter)
     for r in range(32):
         expect = _recurrence(float(tn[r]), float(tf[r]), float(jitter[r]), 0.02, 0.1, gamma, 1024)
         got = list(zip(t0[ids == r].tolist(), t1[ids == r].tolist()))
@@ -121,12 +121,13 @@ def test_march_keeps_only_occupied_cells():
     centers = ops.occupancy_cell_positions(torch.arange(res**3), AABB, res)
     grid.density.copy_((centers.norm(dim=-1) < 0.5).float()[None])
     grid.bitfield.copy_(ops.pack_bitfield(grid.density, 0.5))
-    ids, t0, t1 = ops.march_rays_train(o, d, tn, tf, grid.bitfield, AABB, 1, res, 0.01, 0.01)
+    steps = StepSchedule(0.01, 0.01)
+    ids, t0, t1 = ops.march_rays_train(o, d, tn, tf, grid.packed, steps)
     mids = o[ids] + d[ids] * ((t0 + t1) / 2)[:, None]
     assert grid.is_occupied(mids).all()
     # Every occupied sample of the full march survives.
-    full = torch.full_like(grid.bitfield, 255)
-    ids_f, t0_f, t1_f = ops.march_rays_train(o, d, tn, tf, full, AABB, 1, res, 0.01, 0.01)
+    full = grid.packed._replace(bitfield=torch.full_like(grid.bitfield, 255))
+    ids_f, t0_f, t1_f = ops.march_rays_train(o, d, tn, tf, full, steps)
     mids_f = o[ids_f] + d[ids_f] * ((t0_f + t1_f) / 2)[:, None]
     assert int(grid.is_occupied(mids_f).sum()) == ids.shape[0]
     assert ids.shape[0] > 0 and bool((ids[1:] >= ids[:-1]).all())
@@ -136,15 +137,17 @@ def test_march_edge_cases():
     o = torch.tensor([[0.0, 5.0, -3.0]])
     d = torch.tensor([[0.0, 0.0, 1.0]])
     tn, tf = ops.ray_aabb_intersect(o, d, AABB)
-    full = torch.full((8**3 // 8,), 255, dtype=torch.uint8)
-    ids, _, _ = ops.march_rays_train(o, d, tn, tf, full, AABB, 1, 8, 0.01, 0.01)
+    full = PackedOccupancy(torch.full((8**3 // 8,), 255, dtype=torch.uint8), AABB, 1, 8)
+    steps = StepSchedule(0.01, 0.01)
+    ids, _, _ = ops.march_rays_train(o, d, tn, tf, full, steps)
     assert ids.numel() == 0
-    empty = torch.zeros_like(full)
+    empty = full._replace(bitfield=torch.zeros_like(full.bitfield))
     o2, d2 = random_rays(8)
     tn2, tf2 = ops.ray_aabb_intersect(o2, d2, AABB)
-    assert ops.march_rays_train(o2, d2, tn2, tf2, empty, AABB, 1, 8, 0.01, 0.01)[0].numel() == 0
+    assert ops.march_rays_train(o2, d2, tn2, tf2, full, steps)[0].numel() > 0
+    assert ops.march_rays_train(o2, d2, tn2, tf2, empty, steps)[0].numel() == 0
     z = torch.zeros(0, 3)
-    assert ops.march_rays_train(z, z, torch.zeros(0), torch.zeros(0), full, AABB, 1, 8, 0.01, 0.01)[0].numel() == 0
+    assert ops.march_rays_train(z, z, torch.zeros(0), torch.zeros(0), full, steps)[0].numel() == 0
 
 
 def _dense_composite(sigmas, rgbs, t0, t1, ids, n, thresh):
@@ -203,15 +206,16 @@ def test_composite_gradient_matches_finite_differences(backend: str) -> None:
 def test_input_checks_raise():
     o, d = random_rays(4)
     tn, tf = ops.ray_aabb_intersect(o, d, AABB)
-    full = torch.full((8**3 // 8,), 255, dtype=torch.uint8)
-    with pytest.raises(TypeError):
-        ops.march_rays_train(o.double(), d, tn, tf, full, AABB, 1, 8, 0.01, 0.01)
-    with pytest.raises(TypeError):
-        ops.march_rays_train(o, d, tn, tf, full.long(), AABB, 1, 8, 0.01, 0.01)
-    with pytest.raises(ValueError):
-        ops.march_rays_train(o, d, tn[:2], tf, full, AABB, 1, 8, 0.01, 0.01)
-    with pytest.raises(ValueError):
-        ops.march_rays_train(o, d, tn, tf, full[:3], AABB, 1, 8, 0.01, 0.01)
+    full = PackedOccupancy(torch.full((8**3 // 8,), 255, dtype=torch.uint8), AABB, 1, 8)
+    steps = StepSchedule(0.01, 0.01)
+    with pytest.raises(TypeError, match="'rays_o' must be float32"):
+        ops.march_rays_train(o.double(), d, tn, tf, full, steps)
+    with pytest.raises(TypeError, match=r"'grid\.bitfield' must be uint8"):
+        ops.march_rays_train(o, d, tn, tf, full._replace(bitfield=full.bitfield.long()), steps)
+    with pytest.raises(ValueError, match=r"'t_near' must have shape \(4\)"):
+        ops.march_rays_train(o, d, tn[:2], tf, full, steps)
+    with pytest.raises(ValueError, match=r"'grid\.bitfield' must have shape \(64\)"):
+        ops.march_rays_train(o, d, tn, tf, full._replace(bitfield=full.bitfield[:3]), steps)
 
 
 def test_occupancy_grid_update_finds_a_ball():

@@ -31,7 +31,7 @@ from ops_testing import (
 from torch import Tensor
 
 import relight3d.ops as ops
-from relight3d.ops import _backend, _dispatch, _torch_impl, _wrapper
+from relight3d.ops import PackedOccupancy, StepSchedule, _backend, _dispatch, _torch_impl, _wrapper
 
 pytestmark = needs_extension
 
@@ -191,7 +191,8 @@ def threshold_borderline(trans: Tensor, ray_indices: Tensor, n_rays: int, t_thre
 
 
 def march_inference_to_the_end(run: Runner, device: str, rays_o: Tensor, rays_d: Tensor, t_near: Tensor,
-                               t_far: Tensor, grid: tuple, n_steps: int, max_candidates: int
+                               t_far: Tensor, grid: PackedOccupancy, steps: StepSchedule, n_steps: int,
+                               max_candidates: int
                                ) -> Tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """All samples that march_rays_inference gives, call after call until every ray is done, packed like training."""
     dev = lambda x: x.to(device)  # noqa: E731
@@ -202,8 +203,8 @@ def march_inference_to_the_end(run: Runner, device: str, rays_o: Tensor, rays_d:
         if alive.numel() == 0:
             break
         t_prev = t.clone()
-        t0, t1 = run("march_rays_inference", dev(rays_o), dev(rays_d), t, dev(t_far), alive,
-                     *(dev(x) for x in grid[:2]), *grid[2:], n_steps=n_steps, max_candidates=max_candidates)
+        t0, t1 = run("march_rays_inference", dev(rays_o), dev(rays_d), t, dev(t_far), alive, grid.to(device), steps,
+                     n_steps=n_steps, max_candidates=max_candidates)  # fmt: skip
         t0, t1, a = t0.cpu(), t1.cpu(), alive.cpu()
         assert t0.shape == (a.numel(), n_steps)
         used = t1 > t0
@@ -251,7 +252,7 @@ def test_backend_override_and_other_devices(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_every_op_has_kernels_and_a_reference() -> None:
     for name in ops.__all__:
-        if name in ("MISS_T", "OccupancyGrid"):
+        if name == "MISS_T" or isinstance(getattr(ops, name), type):  # a constant or a class, not an op
             continue
         assert hasattr(EXT, f"{name}_fwd") and callable(getattr(_torch_impl, name, None)), name
     for name in ("render_weights", "accumulate_along_rays", "composite_rays_train", "sample_vm_features"):
@@ -343,12 +344,22 @@ def test_pack_unpack_bitfield(device: str, n_cells: int, threshold: float) -> No
 @pytest.mark.parametrize("n_cascades,res", [(1, 8), (3, 32)])
 def test_occupancy_lookup(device: str, kind: str, n_cascades: int, res: int) -> None:
     g = torch.Generator().manual_seed(res)
-    bitfield = make_bitfield(kind, n_cascades, res)
+    grid = PackedOccupancy(make_bitfield(kind, n_cascades, res), AABB, n_cascades, res)
     positions = (torch.rand(20000, 3, generator=g) * 2 - 1) * (2.0 ** (n_cascades - 1)) * 1.3  # some outside
-    positions[:8] = torch.tensor([[0.0, 0, 0], [1.2, 1.0, 0.8], [-1.0, -0.8, -1.2], [2.3, 0, 0],
-                                  [0.1, 0.1, 0.1], [1e6, 0, 0], [0.0, 0.0, 0.8], [-1.0, 0.0, 0.0]])
-    expected = reference("occupancy_lookup", positions, bitfield, AABB, n_cascades, res)
-    actual = compiled("occupancy_lookup", positions.to(device), bitfield.to(device), AABB.to(device), n_cascades, res)
+    positions[:8] = torch.tensor(
+        [
+            [0.0, 0, 0],
+            [1.2, 1.0, 0.8],
+            [-1.0, -0.8, -1.2],
+            [2.3, 0, 0],
+            [0.1, 0.1, 0.1],
+            [1e6, 0, 0],
+            [0.0, 0.0, 0.8],
+            [-1.0, 0.0, 0.0],
+        ]
+    )
+    expected = reference("occupancy_lookup", positions, grid)
+    actual = compiled("occupancy_lookup", positions.to(device), grid.to(device))
     differ = actual.cpu() != expected
     assert int(differ.sum()) <= (0 if device == "cpu" else 5)
     if bool(differ.any()):
@@ -380,12 +391,12 @@ def test_march_rays_train(device: str, case: tuple) -> None:
     n, kind, nc, res, dt_min, dt_max, dt_gamma, max_steps, with_jitter = case
     o, d = make_rays(n, seed=n + nc)
     t_near, t_far = reference("ray_aabb_intersect", o, d, outer_box(nc))  # march through every cascade
-    bitfield = make_bitfield(kind, nc, res)
+    grid = PackedOccupancy(make_bitfield(kind, nc, res), AABB, nc, res)
+    steps = StepSchedule(dt_min, dt_max, dt_gamma)
     jitter = torch.rand(n, generator=torch.Generator().manual_seed(1)) if with_jitter else None
-    args = (bitfield, AABB, nc, res, dt_min, dt_max, dt_gamma, max_steps)
-    expected = reference("march_rays_train", o, d, t_near, t_far, *args, jitter)
-    actual = compiled("march_rays_train", *(to(x, device) for x in (o, d, t_near, t_far, bitfield, AABB)), nc, res,
-                      dt_min, dt_max, dt_gamma, max_steps, to(jitter, device))  # fmt: skip
+    expected = reference("march_rays_train", o, d, t_near, t_far, grid, steps, max_steps, jitter)
+    actual = compiled("march_rays_train", *(x.to(device) for x in (o, d, t_near, t_far)), grid.to(device), steps,
+                      max_steps, to(jitter, device))  # fmt: skip
     assert_same_samples(expected, actual, o, d, t_far, nc, res, device)
     if kind == "empty":
         assert actual[0].numel() == 0
@@ -397,8 +408,8 @@ def test_march_rays_train_exact_on_cpu_with_uniform_steps() -> None:
     """Without cone stepping the schedule is plain float arithmetic: the CPU kernel reproduces it bit for bit."""
     o, d = make_rays(300, seed=3)
     t_near, t_far = reference("ray_aabb_intersect", o, d, AABB)
-    args = (o, d, t_near, t_far, make_bitfield("random", 2, 32), AABB, 2, 32, 0.007, 0.007, 0.0, 1024,
-            torch.rand(300, generator=torch.Generator().manual_seed(0)))  # fmt: skip
+    args = (o, d, t_near, t_far, PackedOccupancy(make_bitfield("random", 2, 32), AABB, 2, 32),
+            StepSchedule(0.007, 0.007), 1024, torch.rand(300, generator=torch.Generator().manual_seed(0)))  # fmt: skip
     actual, expected = compiled("march_rays_train", *args), reference("march_rays_train", *args)
     assert expected[0].numel() > 1000
     for x, y in zip(actual, expected, strict=True):
@@ -413,11 +424,12 @@ def test_march_rays_inference(device: str, dt_gamma: float, n_cascades: int, n_s
     n, res = 150, 32
     o, d = make_rays(n, seed=5)
     t_near, t_far = reference("ray_aabb_intersect", o, d, outer_box(n_cascades))
-    grid = (make_bitfield("random", n_cascades, res), AABB, n_cascades, res, 0.01, 0.05 if dt_gamma else 0.01,
-            dt_gamma)  # fmt: skip
-    train = reference("march_rays_train", o, d, t_near, t_far, *grid, max_steps=10**6)
-    expected = march_inference_to_the_end(reference, "cpu", o, d, t_near, t_far, grid, n_steps, max_candidates)
-    actual = march_inference_to_the_end(compiled, device, o, d, t_near, t_far, grid, n_steps, max_candidates)
+    grid = PackedOccupancy(make_bitfield("random", n_cascades, res), AABB, n_cascades, res)
+    steps = StepSchedule(0.01, 0.05 if dt_gamma else 0.01, dt_gamma)
+    train = reference("march_rays_train", o, d, t_near, t_far, grid, steps, max_steps=10**6)
+    march = (o, d, t_near, t_far, grid, steps, n_steps, max_candidates)
+    expected = march_inference_to_the_end(reference, "cpu", *march)
+    actual = march_inference_to_the_end(compiled, device, *march)
     assert actual[0].numel() > 1000
     assert_same_samples(expected, actual, o, d, t_far, n_cascades, res, device)
     assert_same_samples(train, actual, o, d, t_far, n_cascades, res, device)
@@ -428,12 +440,12 @@ def test_march_rays_inference_one_call(device: str) -> None:
     n, res = 100, 16
     o, d = make_rays(n, seed=6)
     t_near, t_far = reference("ray_aabb_intersect", o, d, AABB)
-    grid = (make_bitfield("random", 1, res), AABB, 1, res, 0.02, 0.02, 0.0, 5, 1024)
+    grid, steps = PackedOccupancy(make_bitfield("random", 1, res), AABB, 1, res), StepSchedule(0.02, 0.02)
     alive = torch.arange(n).flip(0)[::2]  # includes rays that miss the box (t_near == t_far: nothing to do)
     t_ref, t_out = t_near.clone(), t_near.clone().to(device)
-    expected = reference("march_rays_inference", o, d, t_ref, t_far, alive, *grid)
+    expected = reference("march_rays_inference", o, d, t_ref, t_far, alive, grid, steps, 5, 1024)
     actual = compiled("march_rays_inference", o.to(device), d.to(device), t_out, t_far.to(device), alive.to(device),
-                      grid[0].to(device), AABB.to(device), *grid[2:])  # fmt: skip
+                      grid.to(device), steps, 5, 1024)  # fmt: skip
     rows_same = ((actual[0].cpu() - expected[0]).abs() < 1e-4).all(1)  # a row can differ by a cell-face flip
     assert int((~rows_same).sum()) <= (0 if device == "cpu" else 2)
     for x, y in zip(actual, expected, strict=True):
@@ -455,9 +467,9 @@ def test_inference_loop_renders_like_training(device: str, impl: str, dt_gamma: 
     n, res, dt_max = 120, 32, (0.06 if dt_gamma else 0.01)
     o, d = make_rays(n, seed=7)
     t_near, t_far = reference("ray_aabb_intersect", o, d, outer_box(n_cascades))
-    bitfield = make_bitfield("ball", n_cascades, res)
-    grid = (bitfield, AABB, n_cascades, res, 0.01, dt_max, dt_gamma)
-    ids, t0, t1 = reference("march_rays_train", o, d, t_near, t_far, *grid, max_steps=10**6)
+    grid = PackedOccupancy(make_bitfield("ball", n_cascades, res), AABB, n_cascades, res)
+    steps = StepSchedule(0.01, dt_max, dt_gamma)
+    ids, t0, t1 = reference("march_rays_train", o, d, t_near, t_far, grid, steps, max_steps=10**6)
     visited = []
 
     def field(t_starts: Tensor, t_ends: Tensor, rays: Tensor) -> Tuple[Tensor, Tensor]:
@@ -477,8 +489,7 @@ def test_inference_loop_renders_like_training(device: str, impl: str, dt_gamma: 
     for _ in range(10_000):
         if alive.numel() == 0:
             break
-        ts, te = run("march_rays_inference", dev(o), dev(d), t, dev(t_far), alive, dev(bitfield), dev(AABB),
-                     n_cascades, res, 0.01, dt_max, dt_gamma, n_steps=5)  # fmt: skip
+        ts, te = run("march_rays_inference", dev(o), dev(d), t, dev(t_far), alive, grid.to(device), steps, n_steps=5)
         s, c = field(ts.cpu(), te.cpu(), alive.cpu())
         used = (te > ts).cpu()
         visited.append((alive.cpu()[:, None].expand_as(used)[used], ts.cpu()[used], te.cpu()[used]))
@@ -533,15 +544,14 @@ def test_inference_state_may_be_non_contiguous() -> None:
     n = 40
     o, d = make_rays(n, seed=2)
     t_near, t_far = reference("ray_aabb_intersect", o, d, AABB)
-    bitfield = make_bitfield("full", 1, 16)
     alive = torch.nonzero(t_far > t_near)[:, 0]
     t_ref = t_near.clone()
     buf = torch.zeros(n, 2)
     buf[:, 0] = t_near
     t_view = buf[:, 0]  # strided
-    grid = (bitfield, AABB, 1, 16, 0.01, 0.01, 0.0, 4)
-    reference("march_rays_inference", o, d, t_ref, t_far, alive, *grid)
-    compiled("march_rays_inference", o, d, t_view, t_far, alive, *grid)
+    march = (PackedOccupancy(make_bitfield("full", 1, 16), AABB, 1, 16), StepSchedule(0.01, 0.01), 4)
+    reference("march_rays_inference", o, d, t_ref, t_far, alive, *march)
+    compiled("march_rays_inference", o, d, t_view, t_far, alive, *march)
     assert torch.equal(buf[:, 0], t_ref) and not torch.equal(t_ref, t_near)
 
 
@@ -681,26 +691,35 @@ def test_public_functions_reject_wrong_dtype_device_and_shape() -> None:
     o, d = make_rays(4)
     t, t_far = reference("ray_aabb_intersect", o, d, AABB)
     bitfield = make_bitfield("full", 1, 16)
+    grid, steps = PackedOccupancy(bitfield, AABB, 1, 16), StepSchedule(0.1, 0.1)
     with pytest.raises(TypeError, match="'alive' must be an integer"):
-        ops.march_rays_inference(o, d, t, t_far, torch.ones(4), bitfield, AABB, 1, 16, 0.1, 0.1)
-    with pytest.raises(TypeError, match="'bitfield' must be uint8"):
-        ops.march_rays_inference(o, d, t, t_far, torch.arange(4), bitfield.long(), AABB, 1, 16, 0.1, 0.1)
+        ops.march_rays_inference(o, d, t, t_far, torch.ones(4), grid, steps)
+    with pytest.raises(TypeError, match=r"march_rays_inference: 'grid\.bitfield' must be uint8"):
+        ops.march_rays_inference(o, d, t, t_far, torch.arange(4), grid._replace(bitfield=bitfield.long()), steps)
     with pytest.raises(TypeError, match="'bitfield' must be uint8"):
         ops.unpack_bitfield(bitfield.long())
     with pytest.raises(ValueError, match="'t_far' is on meta"):
-        ops.march_rays_train(o, d, t, t_far.to("meta"), bitfield, AABB, 1, 16, 0.1, 0.1)
-    with pytest.raises(ValueError, match=r"'bitfield' must have shape \(1024\)"):
-        ops.march_rays_train(o, d, t, t_far, bitfield, AABB, 2, 16, 0.1, 0.1)
+        ops.march_rays_train(o, d, t, t_far.to("meta"), grid, steps)
+    with pytest.raises(ValueError, match=r"'grid\.aabb' is on meta but 'rays_o' is on cpu"):
+        ops.march_rays_train(o, d, t, t_far, grid._replace(aabb=AABB.to("meta")), steps)
+    with pytest.raises(ValueError, match=r"'grid\.aabb' must have shape \(6\)"):
+        ops.occupancy_lookup(o, grid._replace(aabb=AABB[:4]))
+    with pytest.raises(ValueError, match=r"'grid\.bitfield' must have shape \(1024\)"):
+        ops.march_rays_train(o, d, t, t_far, grid._replace(n_cascades=2), steps)
     with pytest.raises(ValueError, match="dt_min <= dt_max"):
-        ops.march_rays_train(o, d, t, t_far, bitfield, AABB, 1, 16, 0.2, 0.1)
+        ops.march_rays_train(o, d, t, t_far, grid, StepSchedule(0.2, 0.1))
+    with pytest.raises(TypeError, match="march_rays_train: 'steps' must be a StepSchedule, got tuple"):
+        ops.march_rays_train(o, d, t, t_far, grid, (0.1, 0.1, 0.0))
+    with pytest.raises(TypeError, match="occupancy_lookup: 'grid' must be a PackedOccupancy, got tuple"):
+        ops.occupancy_lookup(o, (bitfield, AABB, 1, 16))
     with pytest.raises(ValueError, match="res must be even"):
-        ops.occupancy_lookup(o, bitfield[:27], AABB, 1, 6 + 1)
+        ops.occupancy_lookup(o, PackedOccupancy(bitfield[:27], AABB, 1, 6 + 1))
     state = [torch.zeros(4, 3), torch.zeros(4), torch.zeros(4), torch.ones(4)]
     with pytest.raises(ValueError, match=r"'alive' must have shape \(2\)"):
         ops.composite_rays_inference(torch.zeros(2, 3), torch.zeros(2, 3, 3), torch.zeros(2, 3), torch.zeros(2, 3),
                                      torch.arange(3), t, t_far, *state)  # fmt: skip
     with pytest.raises(ValueError, match=r"'jitter' must have shape \(4\)"):
-        ops.march_rays_train(o, d, t, t_far, bitfield, AABB, 1, 16, 0.1, 0.1, 0.0, 16, torch.zeros(3))
+        ops.march_rays_train(o, d, t, t_far, grid, steps, 16, torch.zeros(3))
 
 
 def test_extension_entry_points_check_their_inputs() -> None:

@@ -188,8 +188,9 @@ def test_tensorf_field_uses_the_op() -> None:
     """TensoRF's density and features with the compiled op equal those with grid_sample, gradients included."""
     from relight3d.fields.tensorf_field import TensoRFField, TensoRFFieldSettings
 
-    settings = TensoRFFieldSettings(12, n_density_components=4, n_appearance_components=8, appearance_dim=5,
-                                    density_shift=0.0)
+    settings = TensoRFFieldSettings(
+        12, n_density_components=4, n_appearance_components=8, appearance_dim=5, density_shift=0.0
+    )
     field = TensoRFField(torch.tensor([-1.0, -1, -1, 1, 1, 1]), settings)
     positions = make_points(400, 12).clamp(-1.1, 1.1)
     params = [field.density_planes, field.density_lines, field.appearance_planes, field.appearance_lines]

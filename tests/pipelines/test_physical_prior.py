@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,9 +17,14 @@ from relight3d.lighting import (
     shadow_factor,
     visibility_directions,
 )
-from relight3d.priors.base import PriorError
+from relight3d.priors.base import PriorError, PriorViews
 from relight3d.priors.normals import fuse_view_normals, normals_from_points
 from relight3d.priors.physical import PhysicalPriorConfig, masked_gaussian_blur
+
+
+def _relit(views: PriorViews, **config) -> torch.Tensor:
+    """``views`` relit by a physical prior with ``config``."""
+    return PhysicalPriorConfig(**config).setup().relight(views)
 
 
 def _sphere_view(res: int = 24):
@@ -67,7 +73,7 @@ def test_relight_matches_forward_shading_under_the_target(specular_weight: float
     img_b = _render(albedo, normals, directions, env_b, specular_weight)
     prior = PhysicalPriorConfig(specular_weight=specular_weight, envmap_height=16, normal_smoothing_pixels=0).setup()
     gb = {"normals": normals, "directions": directions}
-    relit = prior.relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    relit = prior.relight(PriorViews(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a))
     inside = mask[..., 0] > 0
     err = (relit - img_b).abs()[inside]
     assert float(err.max()) < 2e-3
@@ -104,15 +110,15 @@ def test_relight_with_cast_shadows_matches_shadowed_forward_shading() -> None:
     cfg = dict(specular_weight=0.0, envmap_height=16, normal_smoothing_pixels=0, shadow_directions_height=height,
                shadow_strength=1.0, interreflection=False)  # fmt: skip
     gb = {"normals": normals, "directions": directions, "visibility": vis}
-    relit = PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    views = PriorViews(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    relit = _relit(views, **cfg)
     assert float((relit - img_b).abs()[inside].max()) < 2e-3
-    unshadowed = PhysicalPriorConfig(**cfg, shadows=False).setup()
-    plain = unshadowed.relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    plain = _relit(views, **cfg, shadows=False)
     assert float((plain - img_b).abs()[inside].mean()) > 0.01
     # A visibility G-buffer for another direction count is a one-line error.
-    bad = {**gb, "visibility": vis[..., :-1]}
+    bad = PriorViews(img_a, mask, cam, env_b, gbuffers={**gb, "visibility": vis[..., :-1]}, source_envmap=env_a)
     with pytest.raises(PriorError, match="visibility"):
-        PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_b, gbuffers=bad, source_envmap=env_a)
+        _relit(bad, **cfg)
 
 
 def test_unknown_source_light_is_fitted_up_to_scale() -> None:
@@ -122,7 +128,7 @@ def test_unknown_source_light_is_fitted_up_to_scale() -> None:
     img_a = _render(albedo, normals, directions, env_a, 0.0)
     img_b = _render(albedo, normals, directions, env_b, 0.0)
     prior = PhysicalPriorConfig(specular_weight=0.0, assumed_albedo=0.5, normal_smoothing_pixels=0).setup()
-    relit = prior.relight(img_a, mask, cam, env_b, gbuffers={"normals": normals, "directions": directions})
+    relit = prior.relight(PriorViews(img_a, mask, cam, env_b, gbuffers={"normals": normals, "directions": directions}))
     inside = mask[..., 0] > 0
     assert float((relit - img_b).abs()[inside].mean()) < 0.02
 
@@ -141,8 +147,8 @@ def test_normal_smoothing_suppresses_speckle_from_noisy_normals() -> None:
     errors = {}
     for sigma in (0.0, 1.5):
         prior = PhysicalPriorConfig(specular_weight=0.0, normal_smoothing_pixels=sigma).setup()
-        relit = prior.relight(img_a, mask, cam, env_b, gbuffers={"normals": noisy, "directions": directions},
-                              source_envmap=env_a)  # fmt: skip
+        relit = prior.relight(PriorViews(img_a, mask, cam, env_b, gbuffers={"normals": noisy, "directions": directions},
+                                         source_envmap=env_a))  # fmt: skip
         errors[sigma] = float((relit - img_b).abs()[inside].mean())
     assert errors[1.5] < 0.6 * errors[0.0], errors
 
@@ -154,8 +160,8 @@ def test_refine_is_identity_at_zero_and_smooths_albedo_noise() -> None:
     noisy = (clean + 0.05 * torch.randn_like(clean)).clamp(0, 1)
     prior = PhysicalPriorConfig(specular_weight=0.0).setup()
     gb = {"normals": normals, "directions": directions}
-    assert torch.equal(prior.refine(noisy, mask, cam, env_b, 0.0, gbuffers=gb), noisy)
-    refined = prior.refine(noisy, mask, cam, env_b, 0.4, gbuffers=gb)
+    assert torch.equal(prior.refine(PriorViews(noisy, mask, cam, env_b, gbuffers=gb), 0.0), noisy)
+    refined = prior.refine(PriorViews(noisy, mask, cam, env_b, gbuffers=gb), 0.4)
     inside = mask[..., 0] > 0.5
     assert float((refined - clean).abs()[inside].mean()) < 0.6 * float((noisy - clean).abs()[inside].mean())
 
@@ -174,7 +180,7 @@ def test_missing_gbuffers_is_a_one_line_error() -> None:
     env_a, _ = _envmaps()
     prior = PhysicalPriorConfig().setup()
     with pytest.raises(PriorError, match="normals"):
-        prior.relight(torch.rand(1, 8, 8, 3), mask, cam, env_a)
+        prior.relight(PriorViews(torch.rand(1, 8, 8, 3), mask, cam, env_a))
 
 
 def _wall_scene(height: int = 6):
@@ -217,12 +223,12 @@ def test_interreflection_lights_occluded_directions_with_the_objects_mean_radian
     cfg = dict(specular_weight=0.0, envmap_height=16, normal_smoothing_pixels=0, shadow_directions_height=height,
                shadow_strength=strength)  # fmt: skip
     gb = {"normals": normals, "directions": directions, "visibility": vis}
-    relit = PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    views = PriorViews(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    relit = _relit(views, **cfg)
     assert float((relit - img_b).abs()[inside].max()) < 3e-3
-    plain = PhysicalPriorConfig(**cfg, interreflection=False).setup()
-    without = plain.relight(img_a, mask, cam, env_b, gbuffers=gb, source_envmap=env_a)
+    without = _relit(views, **cfg, interreflection=False)
     assert float((without - img_b).abs()[inside].mean()) > 3 * float((relit - img_b).abs()[inside].mean())
-    same = PhysicalPriorConfig(**cfg).setup().relight(img_a, mask, cam, env_a, gbuffers=gb, source_envmap=env_a)
+    same = _relit(replace(views, target_envmap=env_a), **cfg)
     assert float((same - img_a).abs()[inside].max()) < 2e-3
 
 

@@ -138,12 +138,30 @@ def test_given_source_envmap_is_used(relight_scene, scene_field: Path, tmp_path:
 @pytest.mark.parametrize(
     "extra, option",
     [
-        (lambda s: ["--envmap", str(s.targets["sunrise"][0]), str(s.targets["studio"][0]),
-                    "--eval-data", str(s.targets["sunrise"][1])], "--eval-data"),  # fmt: skip
-        (lambda s: ["--envmap", str(s.targets["sunrise"][0]), "--eval-data", str(s.scene / "train")],
-         "transforms_test.json"),  # fmt: skip
-        (lambda s: ["--envmap", str(s.targets["sunrise"][0]), "--source-envmap", str(s.source_envmap),
-                    "--estimate-source"], "--estimate-source"),  # fmt: skip
+        (
+            lambda s: [
+                "--envmap",
+                str(s.targets["sunrise"][0]),
+                str(s.targets["studio"][0]),
+                "--eval-data",
+                str(s.targets["sunrise"][1]),
+            ],
+            "--eval-data",
+        ),  # fmt: skip
+        (
+            lambda s: ["--envmap", str(s.targets["sunrise"][0]), "--eval-data", str(s.scene / "train")],
+            "transforms_test.json",
+        ),  # fmt: skip
+        (
+            lambda s: [
+                "--envmap",
+                str(s.targets["sunrise"][0]),
+                "--source-envmap",
+                str(s.source_envmap),
+                "--estimate-source",
+            ],
+            "--estimate-source",
+        ),  # fmt: skip
     ],
     ids=["count-mismatch", "not-a-blender-folder", "given-and-estimated"],
 )

@@ -77,6 +77,7 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     rt = np.load(cache / "target_RT" / "000.npy")
     c2w = pipeline.datamanager.train_cameras.camera_to_worlds[0].numpy()
     assert np.allclose(rt[:, :3] @ c2w[:, :3], np.eye(3), atol=1e-4)
+
     # the training images were replaced by the relit views (alpha kept)
     def load_png(path: Path) -> torch.Tensor:
         return torch.from_numpy(image_files.read_rgba(path)[0])
@@ -154,9 +155,9 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     # with a prior that returns its input, the target is the render and the loss vanishes
     seen = {}
 
-    def identity_refine(images, masks, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        seen["images"], seen["masks"] = images.clone(), masks.clone()
-        return images
+    def identity_refine(views, t_star):  # noqa: ANN001, ANN202
+        seen["images"], seen["masks"] = views.images.clone(), views.masks.clone()
+        return views.images
 
     pipeline.prior.refine = identity_refine
     outputs, losses, _ = pipeline.stage2_loss_dict(0)

@@ -12,6 +12,7 @@ from prior_fixtures import camera_at, sun_envmap
 from relight3d.errors import ConfigError, DataError
 from relight3d.priors.base import (
     PriorError,
+    PriorViews,
     RelightingPriorConfig,
     composite,
     from_square,
@@ -93,7 +94,7 @@ def test_input_checks_are_one_line_prior_errors(tiny_checkpoint) -> None:
     ):
         args = dict(images=images, masks=masks, cameras=cams, target_envmap=env) | bad
         with pytest.raises(PriorError) as info:
-            prior.relight(**args)
+            prior.relight(PriorViews(**args))
         assert str(folder) in str(info.value) and "\n" not in str(info.value)
 
 

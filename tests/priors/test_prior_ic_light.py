@@ -10,6 +10,7 @@ import torch
 from prior_fixtures import disc_views, orbit_cameras, reference_pipeline, seeded, sun_envmap
 
 from relight3d.errors import ConfigError, WeightsError
+from relight3d.priors.base import PriorViews
 from relight3d.priors.diffusion.components import TEXT_PARTS
 from relight3d.priors.diffusion.testing import RESOLUTION, tiny_components, tiny_unet
 from relight3d.priors.ic_light import ICLightPrior, ICLightPriorConfig
@@ -52,7 +53,7 @@ def test_text_only_start_matches_stable_diffusion_pipeline(prior: ICLightPrior) 
     assert prompts[0].startswith("an object, ") and prompts[0].endswith(", best quality")
     prior.config.lighting_preview_strength = 1.0
     try:
-        ours = prior.relight(images, masks, cameras, env, generator=seeded(5, 6))
+        ours = prior.relight(PriorViews(images, masks, cameras, env, generator=seeded(5, 6)))
     finally:
         prior.config.lighting_preview_strength = 0.9
     size = dict(height=RESOLUTION, width=RESOLUTION, num_inference_steps=2)
@@ -67,7 +68,7 @@ def test_lighting_preview_start_matches_img2img_pipeline(prior: ICLightPrior) ->
     env = sun_envmap((0.0, -1.0, 0.2))
     prior.config.num_inference_steps = 4
     try:
-        ours = prior.relight(images, masks, cameras, env, generator=seeded(7, 8))
+        ours = prior.relight(PriorViews(images, masks, cameras, env, generator=seeded(7, 8)))
     finally:
         prior.config.num_inference_steps = 2
     previews = prior.lighting_previews(cameras, prior.prepare_envmap(env))
@@ -87,7 +88,7 @@ def test_refine_matches_img2img_from_the_view_latent(prior: ICLightPrior) -> Non
     assert "from the right" in prompts[0] and prompts[0] != prompts[1]  # camera 0's right is world +Y
     prior.config.num_inference_steps = 4
     try:
-        ours = prior.refine(images, masks, cameras, env, 0.5, generator=seeded(1, 2))
+        ours = prior.refine(PriorViews(images, masks, cameras, env, generator=seeded(1, 2)), 0.5)
     finally:
         prior.config.num_inference_steps = 2
     start = dict(image=_scaled_means(prior, images.permute(0, 3, 1, 2)), strength=0.5, num_inference_steps=4)
@@ -118,8 +119,8 @@ def test_offset_weights_on_sd15_equal_the_merged_unet(tmp_path: Path, tiny_prior
     reference = tiny_prior_config().setup()
     assert from_offset.variant == "fc"
     images, masks = disc_views(1)
-    args = (images, masks, orbit_cameras(1), sun_envmap((0.0, 1.0, 0.3)))
-    torch.testing.assert_close(from_offset.relight(*args), reference.relight(*args), atol=1e-5, rtol=0)
+    views = PriorViews(images, masks, orbit_cameras(1), sun_envmap((0.0, 1.0, 0.3)))
+    torch.testing.assert_close(from_offset.relight(views), reference.relight(views), atol=1e-5, rtol=0)
     save_file({"conv_in.weight": torch.zeros(32, 5, 3, 3)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(WeightsError, match="other.safetensors: not IC-Light offset weights"):
         tiny_prior_config(sd15, offset_path=tmp_path / "other.safetensors").setup()
@@ -141,14 +142,14 @@ def test_background_conditioned_variant_sees_the_environment(tmp_path: Path, tin
 
     unet.forward = spy
     try:
-        out = prior.relight(images, masks, cameras, env, generator=0)
+        out = prior.relight(PriorViews(images, masks, cameras, env, generator=0))
     finally:
         unet.forward = original
     backgrounds = prior.backgrounds(cameras, prior.prepare_envmap(env))
     assert backgrounds[0].mean() > backgrounds[1].mean() + 0.05  # view 0 looks towards the sun
     torch.testing.assert_close(seen[0][2:, 8:12], _scaled_means(prior, backgrounds), atol=1e-5, rtol=0)
     torch.testing.assert_close(seen[0][:2, 4:], seen[0][2:, 4:])  # conditions identical in both guidance branches
-    other = prior.relight(images, masks, cameras, sun_envmap((1.0, 0.0, 0.0), sky=0.3), generator=0)
+    other = prior.relight(PriorViews(images, masks, cameras, sun_envmap((1.0, 0.0, 0.0), sky=0.3), generator=0))
     assert (out - other).abs().mean() > 1e-3
 
 
@@ -158,8 +159,12 @@ def test_real_weights_light_the_side_the_light_comes_from(real_prior) -> None:
     images, masks = disc_views(1, 512, 512)
     images = torch.where(masks > 0.5, torch.full_like(images, 0.7), images)
     camera = orbit_cameras(1)  # its right is world +Y
-    from_right = prior.relight(images, masks, camera, sun_envmap((0.0, 1.0, 0.2), 64, sky=0.05), generator=0)
-    from_left = prior.relight(images, masks, camera, sun_envmap((0.0, -1.0, 0.2), 64, sky=0.05), generator=0)
+    from_right = prior.relight(
+        PriorViews(images, masks, camera, sun_envmap((0.0, 1.0, 0.2), 64, sky=0.05), generator=0)
+    )
+    from_left = prior.relight(
+        PriorViews(images, masks, camera, sun_envmap((0.0, -1.0, 0.2), 64, sky=0.05), generator=0)
+    )
     right_half, left_half = (slice(None), slice(None), slice(256, None)), (slice(None), slice(None), slice(None, 256))
     assert from_right[right_half].mean() - from_right[left_half].mean() > 0.02
     assert from_left[left_half].mean() - from_left[right_half].mean() > 0.02

@@ -9,6 +9,7 @@ import torch
 from prior_fixtures import disc_views, orbit_cameras, reference_pipeline, seeded, sun_envmap
 
 from relight3d.errors import WeightsError
+from relight3d.priors.base import PriorViews
 from relight3d.priors.diffusion.components import TEXT_PARTS
 from relight3d.priors.diffusion.testing import RESOLUTION, tiny_components
 from relight3d.priors.instruct_pix2pix import InstructPix2PixPrior, InstructPix2PixPriorConfig
@@ -26,7 +27,7 @@ def test_matches_the_diffusers_pipeline(prior: InstructPix2PixPrior) -> None:
     env = sun_envmap((0.0, 1.0, 0.6))
     prompts = prior.prompts(cameras, env)
     assert all(p.startswith("relight it with ") and "light" in p for p in prompts)
-    ours = prior.relight(images, masks, cameras, env, generator=seeded(3, 4))
+    ours = prior.relight(PriorViews(images, masks, cameras, env, generator=seeded(3, 4)))
     pipe = reference_pipeline(StableDiffusionInstructPix2PixPipeline, prior.components)
     theirs = pipe(
         prompt=prompts,
@@ -62,16 +63,16 @@ def test_one_branch_without_guidance_and_refine_keeps_the_background(prior: Inst
 
     unet.forward = spy
     try:
-        prior.relight(images, masks, cameras, env, generator=1)
+        prior.relight(PriorViews(images, masks, cameras, env, generator=1))
         prior.config.image_guidance_scale = 0.5  # below 1: InstructPix2Pix runs the text-and-image branch only
-        prior.relight(images, masks, cameras, env, generator=1)
+        prior.relight(PriorViews(images, masks, cameras, env, generator=1))
     finally:
         unet.forward = original
         prior.config.image_guidance_scale = 1.5
     assert calls == [6, 6, 2, 2]
     inside = masks.expand_as(images) > 0.5
-    half = prior.refine(images, masks, cameras, env, 0.5, generator=1)
-    assert (half - prior.refine(images, masks, cameras, env, 0.0))[inside].abs().mean() > 1e-4
+    half = prior.refine(PriorViews(images, masks, cameras, env, generator=1), 0.5)
+    assert (half - prior.refine(PriorViews(images, masks, cameras, env), 0.0))[inside].abs().mean() > 1e-4
     assert torch.equal(half[~inside], images[~inside])
 
 
@@ -88,8 +89,12 @@ def test_real_weights_run_and_follow_the_instruction(real_prior) -> None:
     prior = real_prior()
     images, masks = disc_views(1, 256, 256)
     camera = orbit_cameras(1)
-    warm = prior.relight(images, masks, camera, sun_envmap((0.0, 1.0, 0.5), 64, colour=(1.0, 0.6, 0.3)), generator=0)
-    cool = prior.relight(images, masks, camera, sun_envmap((0.0, 1.0, 0.5), 64, colour=(0.3, 0.6, 1.0)), generator=0)
+    warm = prior.relight(
+        PriorViews(images, masks, camera, sun_envmap((0.0, 1.0, 0.5), 64, colour=(1.0, 0.6, 0.3)), generator=0)
+    )
+    cool = prior.relight(
+        PriorViews(images, masks, camera, sun_envmap((0.0, 1.0, 0.5), 64, colour=(0.3, 0.6, 1.0)), generator=0)
+    )
     inside = masks.expand_as(images) > 0.5
     red_minus_blue = lambda x: (x[..., 0] - x[..., 2])[inside[..., 0]].mean()  # noqa: E731
     assert red_minus_blue(warm) > red_minus_blue(cool)

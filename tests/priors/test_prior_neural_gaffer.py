@@ -3,6 +3,7 @@ the way Neural Gaffer's pipeline drives its UNet (and real weights when availabl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from prior_fixtures import disc_views, orbit_cameras, reference_pipeline, seeded, sun_envmap
 
 from relight3d.errors import ConfigError, WeightsError
-from relight3d.priors.base import composite, from_square, make_generators, per_view_noise, to_square
+from relight3d.priors.base import PriorViews, composite, from_square, make_generators, per_view_noise, to_square
 from relight3d.priors.diffusion.components import IMAGE_PARTS
 from relight3d.priors.diffusion.testing import RESOLUTION, tiny_components, tiny_unet
 from relight3d.priors.neural_gaffer import (
@@ -65,15 +66,15 @@ def test_relight_matches_the_guided_pipeline(prior: NeuralGafferPrior) -> None:
 
     images, masks = disc_views(2, RESOLUTION, RESOLUTION)
     masks, cameras, env = torch.ones_like(masks), orbit_cameras(2), sun_envmap((0.0, 1.0, 0.5))
-    ours = prior.relight(images, masks, cameras, env, generator=seeded(3, 4))
+    ours = prior.relight(PriorViews(images, masks, cameras, env, generator=seeded(3, 4)))
+    other_light = PriorViews(images, masks, cameras, sun_envmap((0.0, -1.0, 0.5)), generator=seeded(3, 4))
     embeds, concat = _reference_condition(prior, images.permute(0, 3, 1, 2), cameras, env)
     theirs = _gaffer_pipeline(prior, StableDiffusionPipeline, concat)(
         prompt_embeds=embeds, negative_prompt_embeds=torch.zeros_like(embeds), height=RESOLUTION, width=RESOLUTION,
         num_inference_steps=2, guidance_scale=3.0, generator=seeded(3, 4), output_type="pt",
     ).images  # fmt: skip
     torch.testing.assert_close(ours, theirs.permute(0, 2, 3, 1), atol=1e-5, rtol=0)
-    assert (ours - prior.relight(images, masks, cameras, sun_envmap((0.0, -1.0, 0.5)), generator=seeded(3, 4))).abs(
-    ).mean() > 1e-3  # fmt: skip
+    assert (ours - prior.relight(other_light)).abs().mean() > 1e-3
 
 
 def test_refine_is_sdedit_from_the_image_latent(prior: NeuralGafferPrior) -> None:
@@ -87,17 +88,18 @@ def test_refine_is_sdedit_from_the_image_latent(prior: NeuralGafferPrior) -> Non
     with torch.no_grad():
         start = parts.vae.encode(square * 2 - 1).latent_dist.mean * parts.vae.config.scaling_factor
         round_trip = (parts.vae.decode(start / parts.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
-    torch.testing.assert_close(prior.refine(images, masks, cameras, env, 0.0), round_trip.permute(0, 2, 3, 1))
+    views = PriorViews(images, masks, cameras, env)
+    torch.testing.assert_close(prior.refine(views, 0.0), round_trip.permute(0, 2, 3, 1))
     prior.config.num_inference_steps = 4
     try:
-        ours = prior.refine(images, masks, cameras, env, 0.5, generator=seeded(7, 8))
+        ours = prior.refine(PriorViews(images, masks, cameras, env, generator=seeded(7, 8)), 0.5)
         theirs = _gaffer_pipeline(prior, StableDiffusionImg2ImgPipeline, concat)(
             prompt_embeds=embeds, negative_prompt_embeds=torch.zeros_like(embeds), image=start, strength=0.5,
             num_inference_steps=4, guidance_scale=3.0, generator=seeded(7, 8), output_type="pt",
         ).images  # fmt: skip
         torch.testing.assert_close(ours, theirs.permute(0, 2, 3, 1), atol=1e-5, rtol=0)
-        full = prior.refine(images, masks, cameras, env, 1.0, generator=5)
-        torch.testing.assert_close(full, prior.relight(images, masks, cameras, env, generator=5))
+        views.generator = 5
+        torch.testing.assert_close(prior.refine(views, 1.0), prior.relight(views))
     finally:
         prior.config.num_inference_steps = 2
 
@@ -110,10 +112,11 @@ def test_views_are_squared_on_white_and_composited_back(prior, views) -> None:
         latents = prior.components.vae.encode(square * 2 - 1).latent_dist.mean
         round_trip = (prior.components.vae.decode(latents).sample / 2 + 0.5).clamp(0, 1)
     expected = composite(from_square(round_trip, layout), masks, images)
-    torch.testing.assert_close(prior.refine(images, masks, cameras, env, 0.0), expected, atol=1e-5, rtol=0)
+    views = PriorViews(images, masks, cameras, env, generator=0)
+    torch.testing.assert_close(prior.refine(views, 0.0), expected, atol=1e-5, rtol=0)
     # Stage 2 conditions on the original views, not on the renders being refined.
-    conditioned = prior.refine(images, masks, cameras, env, 0.5, condition_images=images.flip(-1), generator=0)
-    assert (conditioned - prior.refine(images, masks, cameras, env, 0.5, generator=0)).abs().max() > 1e-3
+    conditioned = prior.refine(replace(views, condition_images=images.flip(-1)), 0.5)
+    assert (conditioned - prior.refine(views, 0.5)).abs().max() > 1e-3
 
 
 def test_a_view_does_not_depend_on_its_batch_or_device_split(tiny_prior_config, views) -> None:
@@ -123,9 +126,9 @@ def test_a_view_does_not_depend_on_its_batch_or_device_split(tiny_prior_config, 
     split = tiny_prior_config(devices=("cpu", "cpu"), max_batch_size=1).setup(device="cpu")
     assert len(split.devices) == 2
     gens = lambda: seeded(10, 11, 12)  # noqa: E731
-    whole = single.relight(images, masks, cameras, env, generator=gens())
-    parts = split.relight(images, masks, cameras, env, generator=gens())
-    alone = single.relight(images[1:2], masks[1:2], cameras[1:2], env, generator=gens()[1:2])
+    whole = single.relight(PriorViews(images, masks, cameras, env, generator=gens()))
+    parts = split.relight(PriorViews(images, masks, cameras, env, generator=gens()))
+    alone = single.relight(PriorViews(images[1:2], masks[1:2], cameras[1:2], env, generator=gens()[1:2]))
     torch.testing.assert_close(parts, whole, atol=1e-5, rtol=0)
     torch.testing.assert_close(alone, whole[1:2], atol=1e-5, rtol=0)
 
@@ -143,7 +146,7 @@ def test_unet_sees_noisy_image_hdr_ldr_latents_and_zeroed_unconditional_branch(p
 
     unet.forward = spy
     try:
-        prior.relight(images, masks, cameras, env, generator=0)
+        prior.relight(PriorViews(images, masks, cameras, env, generator=0))
     finally:
         unet.forward = original
     assert len(calls) == 2  # two DDIM steps, both branches in one call each
@@ -200,9 +203,8 @@ def test_accelerate_checkpoint_on_a_zero123_base_equals_the_converted_folder(
     env = sun_envmap((0.0, 1.0, 0.5))
     from_checkpoint = tiny_prior_config(base_dir, unet_checkpoint=checkpoint).setup()
     reference = tiny_prior_config().setup()
-    torch.testing.assert_close(
-        from_checkpoint.relight(images, masks, cameras, env), reference.relight(images, masks, cameras, env)
-    )
+    batch = PriorViews(images, masks, cameras, env)
+    torch.testing.assert_close(from_checkpoint.relight(batch), reference.relight(batch))
     converted = from_checkpoint.save_pretrained(tmp_path / "converted")
     assert tiny_prior_config(converted).setup().components.unet.config.in_channels == 16
     (checkpoint / "model.safetensors").write_bytes(b"not safetensors")
@@ -216,7 +218,7 @@ def test_sds_gradient_is_the_vae_vjp_of_the_guided_residual(views) -> None:
     prior = NeuralGafferPrior.from_components(config, **tiny_components(IMAGE_PARTS, 16).parts())
     env = sun_envmap((0.0, 1.0, 0.5))
     rendered = images.clone().requires_grad_(True)
-    out = prior.sds_loss(rendered, masks, cameras, env, generator=0)
+    out = prior.sds_loss(PriorViews(rendered, masks, cameras, env, generator=0))
     out["loss_sds"].backward()
     # Reference: the same timesteps and noise (drawn from the same per-view generators), two plain UNet calls.
     b, parts = images.shape[0], prior.components
@@ -247,7 +249,8 @@ def test_real_weights_follow_the_light(real_prior) -> None:
     images, masks = disc_views(2, 256, 256)
     images = composite(torch.full_like(images, 0.7), masks, (1.0, 1.0, 1.0))  # a grey disc
     cameras = orbit_cameras(2)
-    bright = prior.relight(images, masks, cameras, sun_envmap((0.0, 0.0, 1.0), 64, sun=50.0, sky=1.0))
-    dark = prior.relight(images, masks, cameras, sun_envmap((0.0, 0.0, 1.0), 64, sun=0.5, sky=0.02))
+    views = PriorViews(images, masks, cameras, sun_envmap((0.0, 0.0, 1.0), 64, sun=50.0, sky=1.0))
+    bright = prior.relight(views)
+    dark = prior.relight(replace(views, target_envmap=sun_envmap((0.0, 0.0, 1.0), 64, sun=0.5, sky=0.02)))
     inside = masks.expand_as(images) > 0.5
     assert bright[inside].mean() > dark[inside].mean() + 0.05
