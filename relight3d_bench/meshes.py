@@ -7,7 +7,6 @@ Used on the Blender side (:mod:`relight3d_bench.cycles_scene`, :mod:`relight3d_b
 
 from __future__ import annotations
 
-import math
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,13 +62,6 @@ def y_up_to_z_up(verts: np.ndarray) -> np.ndarray:
     """Rotate +90 deg about X so that a Y-up model stands upright in Blender's Z-up world."""
     x, y, z = verts.T
     return np.stack([x, -z, y], axis=1)
-
-
-def rotate_about_z(verts: np.ndarray, degrees: float) -> np.ndarray:
-    """Rotate vertices counter-clockwise (seen from above) about the world Z axis."""
-    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-    x, y, z = verts.T
-    return np.stack([c * x - s * y, s * x + c * y, z], axis=1)
 
 
 def normalize_to_sphere(verts: np.ndarray, radius: float) -> np.ndarray:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import torch
 
 from relight3d.priors.base import PriorViews
-from relight3d.priors.diffusion.testing import tiny_scheduler
+from relight3d.priors.diffusion.testing import clip_image_encoder, clip_text_encoder, tiny_scheduler, tiny_tokenizer
 
 SD_BLOCKS = (320, 640, 1280, 1280)
 """Stable Diffusion 1.x UNet channels per level (diffusers' UNet2DConditionModel defaults)."""
@@ -74,45 +74,18 @@ def vae() -> Any:
 
 def image_encoder() -> Any:
     """CLIP ViT-L/14 at 224 px."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    config = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=224,
-        patch_size=14,
-        projection_dim=CLIP_L_WIDTH,
+    return clip_image_encoder(
+        width=1024, layers=24, heads=16, intermediate=4096, image_size=224, patch_size=14, projection_dim=CLIP_L_WIDTH
     )
-    return CLIPVisionModelWithProjection(config).eval()
 
 
 def text_encoder_and_tokenizer() -> Tuple[Any, Any]:
-    """A CLIP text encoder of ViT-L's size (77 tokens) and a character-level tokenizer made offline.
+    """A CLIP text encoder of ViT-L's size (77 positions) and the tests' byte-level tokenizer (built offline).
 
-    The tokenizer's vocabulary is only printable ASCII (the real BPE files cannot be downloaded); prompts are
-    padded to the encoder's 77 positions either way, so the encoder's cost is the real one.
+    The real BPE files cannot be downloaded; prompts are padded to the encoder's 77 positions either way, so the
+    encoder's cost is the real one.
     """
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in (chr(i) for i in range(33, 127)):
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-    config = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=CLIP_L_WIDTH,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        max_position_embeddings=77,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    return CLIPTextModel(config).eval(), tokenizer
+    return clip_text_encoder(49408, width=CLIP_L_WIDTH, layers=12, heads=12, intermediate=3072), tiny_tokenizer()
 
 
 def build_prior(name: str, steps: int) -> Tuple[Any, int, int]:

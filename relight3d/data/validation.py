@@ -21,7 +21,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -312,11 +312,3 @@ def check_blender_split(data: Path, split: str, allow_outside: bool = False) -> 
         images.append(resolve_inside(data, relative, path, f"frame {i}: file_path", allow_outside))
     check_images(images)
     return meta, images
-
-
-def first_missing(paths: Iterable[Path]) -> Path | None:
-    """The first path that does not exist, or None."""
-    for p in paths:
-        if not p.exists():
-            return p
-    return None

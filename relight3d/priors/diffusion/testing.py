@@ -94,16 +94,24 @@ def tiny_tokenizer(max_length: int = MAX_LENGTH) -> Any:
     return CLIPTokenizer(vocab={s: i for i, s in enumerate(names)}, merges=[], model_max_length=max_length)
 
 
-def tiny_text_encoder(vocab_size: int, max_length: int = MAX_LENGTH) -> Any:
-    """A one-layer ``CLIPTextModel`` of width :data:`WIDTH`."""
+def clip_text_encoder(
+    vocab_size: int,
+    width: int = WIDTH,
+    layers: int = 1,
+    heads: int = 4,
+    intermediate: int = 37,
+    max_length: int = MAX_LENGTH,
+) -> Any:
+    """A randomly initialised ``CLIPTextModel``: one layer of width :data:`WIDTH` by default (tests); the weight-free
+    speed benchmark builds CLIP ViT-L's (768 wide, 12 layers, 12 heads, 3072) with the same function."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
         vocab_size=vocab_size,
-        hidden_size=WIDTH,
-        intermediate_size=37,
-        num_hidden_layers=1,
-        num_attention_heads=4,
+        hidden_size=width,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
         max_position_embeddings=max_length,
         bos_token_id=0,
         eos_token_id=1,
@@ -112,18 +120,27 @@ def tiny_text_encoder(vocab_size: int, max_length: int = MAX_LENGTH) -> Any:
     return CLIPTextModel(config).eval()
 
 
-def tiny_image_encoder() -> Any:
-    """A one-layer ``CLIPVisionModelWithProjection`` (16 px images, 8 px patches) projecting to :data:`WIDTH`."""
+def clip_image_encoder(
+    width: int = 16,
+    layers: int = 1,
+    heads: int = 2,
+    intermediate: int = 32,
+    image_size: int = RESOLUTION,
+    patch_size: int = 8,
+    projection_dim: int = WIDTH,
+) -> Any:
+    """A randomly initialised ``CLIPVisionModelWithProjection``: one layer on 16 px images with 8 px patches,
+    projecting to :data:`WIDTH`, by default (tests); the speed benchmark builds CLIP ViT-L/14's with it."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     config = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=RESOLUTION,
-        patch_size=8,
-        projection_dim=WIDTH,
+        hidden_size=width,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=projection_dim,
     )
     return CLIPVisionModelWithProjection(config).eval()
 
@@ -139,7 +156,7 @@ def tiny_components(parts: Sequence[str] = TEXT_PARTS, in_channels: int = 4, see
     found = {"unet": tiny_unet(in_channels), "vae": tiny_vae(), "scheduler": tiny_scheduler()}
     if "tokenizer" in parts or "text_encoder" in parts:
         found["tokenizer"] = tiny_tokenizer()
-        found["text_encoder"] = tiny_text_encoder(len(found["tokenizer"]))
+        found["text_encoder"] = clip_text_encoder(len(found["tokenizer"]))
     if "image_encoder" in parts:
-        found["image_encoder"] = tiny_image_encoder()
+        found["image_encoder"] = clip_image_encoder()
     return DiffusionComponents(**found)
