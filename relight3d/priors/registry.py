@@ -5,6 +5,12 @@ subcommands (``pipeline.prior:<name>``, through :data:`PriorChoice`), ``relight3
 them with :func:`prior_config`, and the tests walk the table. Adding a prior is one new file under
 ``relight3d/priors/`` with its config class, plus one line here.
 
+An entry is a zero-argument factory of a config: the config class itself for relight3d's defaults, or a *preset*, a
+function returning the same class with other field values. The ``-public`` presets reproduce the authors' released
+inference code (steps, scheduler, guidance, resolution; the README's prior table lists them beside the defaults),
+e.g. ``pipeline.prior:ic-light-public`` or ``relight3d relight --prior ic-light-public``; every field of a preset
+can still be overridden on the command line.
+
 Importing this module is cheap: the prior modules import diffusers only when a prior is built.
 
 Example:
@@ -15,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Dict, Optional, Type, Union
+from typing import Annotated, Callable, Dict, Optional, Union
 
 import tyro
 
@@ -29,19 +35,22 @@ from relight3d.priors.physical import PhysicalPriorConfig
 DEFAULT_PRIOR = "physical"
 """The prior used when none is named: it needs no weights."""
 
-PRIORS: Dict[str, Type[RelightingPriorConfig]] = {
+PRIORS: Dict[str, Callable[[], RelightingPriorConfig]] = {
     "physical": PhysicalPriorConfig,
     "neural-gaffer": NeuralGafferPriorConfig,
     "ic-light": ICLightPriorConfig,
     "instruct-pix2pix": InstructPix2PixPriorConfig,
 }
-"""Every relighting prior, by the name ``ns-train`` (``pipeline.prior:<name>``) and ``relight3d relight --prior``
-use; the default (:data:`DEFAULT_PRIOR`) comes first."""
+"""Every relighting prior and preset, by the name ``ns-train`` (``pipeline.prior:<name>``) and ``relight3d relight
+--prior`` use, as a factory of its config; the default (:data:`DEFAULT_PRIOR`) comes first."""
 
 
-def prior_union(priors: Dict[str, Type[RelightingPriorConfig]]) -> object:
-    """The tyro subcommand union of ``priors``' config classes, each under its table name."""
-    choices = tuple(Annotated[cls, tyro.conf.subcommand(name=name)] for name, cls in priors.items())
+def prior_union(priors: Dict[str, Callable[[], RelightingPriorConfig]]) -> object:
+    """The tyro subcommand union of ``priors``' configs, each under its table name with its factory's values."""
+    defaults = {name: factory() for name, factory in priors.items()}
+    choices = tuple(
+        Annotated[type(config), tyro.conf.subcommand(name=name, default=config)] for name, config in defaults.items()
+    )
     return Union[choices] if len(choices) > 1 else choices[0]  # type: ignore[return-value]
 
 
