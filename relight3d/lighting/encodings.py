@@ -1,13 +1,18 @@
 """Encodings of linear radiance: Neural Gaffer's LDR/HDR lighting images, and the exact sRGB transfer curves.
 
-All functions are differentiable with finite gradients everywhere (zero where a curve is clipped or at exactly 0,
-where the power curves' true derivative is infinite).
+The torch functions are differentiable with finite gradients everywhere (zero where a curve is clipped or at exactly
+0, where the power curves' true derivative is infinite). :func:`lighting_images_8bit` and :func:`resize_8bit_bilinear`
+are Neural Gaffer's own preprocessing arithmetic (numpy float32 and PIL), bit for bit, on the CPU: torch's float32
+``pow`` / ``log1p`` differ from numpy's in the last bit, which flips about one 8-bit value in a million.
 """
 
 from __future__ import annotations
 
+from typing import Tuple
+
+import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, UInt8
 from torch import Tensor
 
 LDR_GAMMA = 2.2
@@ -48,6 +53,44 @@ def hdr_encoding(envmap: Float[Tensor, "*b h w 3"]) -> Float[Tensor, "*b h w 3"]
     encoded = torch.log1p(HDR_LOG_SCALE * envmap.clamp_min(0.0))
     peak = encoded.amax(dim=(-3, -2, -1), keepdim=True)
     return torch.where(peak > 0, encoded / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.zeros_like(peak))
+
+
+def lighting_images_8bit(
+    envmap: Float[Tensor, "h w 3"],
+) -> Tuple[UInt8[Tensor, "h w 3"], UInt8[Tensor, "h w 3"]]:
+    """Neural Gaffer's ``(LDR, HDR)`` lighting images of a map (already in the camera frame) as the 8-bit images its
+    preprocessing saves, with its numpy float32 arithmetic bit for bit (``rotate_and_preprcess_envir_map``):
+    ``uint8(255 * clip(E, 0, 1) ** (1/2.2))`` and ``uint8(255 * log1p(10 E) / max(log1p(10 E)))``, where
+    ``uint8`` truncates. An all-black map gives a black HDR image (their division would give NaN). CPU tensors.
+
+    Example:
+        >>> ldr, hdr = lighting_images_8bit(torch.tensor([[[0.0, 0.9, 9.9]]]))
+        >>> ldr.tolist(), hdr.tolist()
+        ([[[0, 243, 255]]], [[[0, 127, 255]]])
+    """
+    radiance = envmap.detach().to("cpu", torch.float32).numpy()
+    ldr = radiance.clip(0, 1) ** (1 / LDR_GAMMA)
+    hdr = np.log1p(HDR_LOG_SCALE * radiance)
+    peak = np.max(hdr)
+    hdr = hdr / peak if peak > 0 else np.zeros_like(hdr)
+    return torch.from_numpy(np.uint8(ldr * 255.0)), torch.from_numpy(np.uint8(hdr * 255.0))
+
+
+def resize_8bit_bilinear(image: UInt8[Tensor, "h w 3"], height: int, width: int) -> UInt8[Tensor, "height width 3"]:
+    """PIL's ``Image.resize((width, height), Image.BILINEAR)`` of an 8-bit RGB image: a triangle filter widened by the
+    scale when shrinking (antialiased), fixed-point weights, rounded to 8 bits. How Neural Gaffer's preprocessing and
+    torchvision's ``Resize`` (on PIL images) resize its lighting images to the model's size. CPU tensors.
+
+    Example:
+        >>> resize_8bit_bilinear(torch.full((4, 8, 3), 200, dtype=torch.uint8), 4, 4).unique().tolist()
+        [200]
+    """
+    from PIL import Image
+
+    if tuple(image.shape[:2]) == (height, width):
+        return image.cpu()
+    resized = Image.fromarray(image.cpu().numpy()).resize((width, height), Image.BILINEAR)
+    return torch.from_numpy(np.array(resized))
 
 
 def linear_to_srgb(linear: Float[Tensor, "*bs"]) -> Float[Tensor, "*bs"]:

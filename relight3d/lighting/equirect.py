@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,12 @@ _MAP_AXES_IN_CAMERA = ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, -1.0, 0.0))
 
 Device = Optional[Union[str, torch.device]]
 """A torch device or its name (None: the default device)."""
+
+ResizeMethod = Literal["sphere", "skylibs"]
+"""How :func:`resize_envmap` resamples: on the sphere, or as skylibs' ``EnvironmentMap.resize`` does on the image."""
+CameraSampling = Literal["pixel-centres", "align-corners"]
+"""How :func:`rotate_envmap_to_camera` looks the world map up: relight3d's pixel-centred bilinear lookups, or Neural
+Gaffer's ``grid_sample(align_corners=True)`` lookups."""
 
 
 def uv_to_directions(uv: Float[Tensor, "*bs 2"]) -> Float[Tensor, "*bs 3"]:
@@ -145,11 +151,21 @@ def sample_envmap(envmap: Float[Tensor, "h w c"], directions: Float[Tensor, "*bs
     return top * (1.0 - fy) + bottom * fy
 
 
-def resize_envmap(envmap: Float[Tensor, "h w c"], height: int, width: Optional[int] = None) -> Float[Tensor, "h2 w2 c"]:
+def resize_envmap(
+    envmap: Float[Tensor, "h w c"], height: int, width: Optional[int] = None, method: ResizeMethod = "sphere"
+) -> Float[Tensor, "h2 w2 c"]:
     """Resample a map to ``height x width`` (default ``width = 2 * height``).
 
-    Shrinking averages the source pixels inside each target pixel weighted by their solid angle (so the total power
-    is kept); enlarging samples bilinearly at the target pixel centres.
+    ``method="sphere"`` (relight3d's): shrinking averages the source pixels inside each target pixel weighted by
+    their solid angle (so the total power is kept); enlarging samples bilinearly at the target pixel centres,
+    wrapping around in u.
+
+    ``method="skylibs"``: the map is treated as a plain image, as skylibs' ``EnvironmentMap.resize(height)`` does
+    (Neural Gaffer's ``resize_environment_map.py`` made its 256 x 512 maps with it): when ``height`` is below the
+    source height, each target pixel is the pixel-area mean of the source over its footprint (scikit-image's
+    ``resize_local_mean`` with ``grid_mode=True``, which equals ``downscale_local_mean``'s block mean for whole
+    factors); otherwise linear interpolation with the corner pixels aligned (``scipy.ndimage.zoom(order=1)``).
+    Equal to skylibs up to float32 rounding (computed in float64 here).
 
     Example:
         >>> resize_envmap(torch.ones(16, 32, 3), 4).shape
@@ -159,6 +175,10 @@ def resize_envmap(envmap: Float[Tensor, "h w c"], height: int, width: Optional[i
     src_h, src_w, _ = envmap.shape
     if (height, width) == (src_h, src_w):
         return envmap
+    if method == "skylibs":
+        return _resize_like_skylibs(envmap, height, width)
+    if method != "sphere":
+        raise ValueError(f"unknown resize method {method!r} (sphere or skylibs)")
     if height <= src_h and width <= src_w:
         weight = envmap_solid_angles(src_h, src_w, device=envmap.device, dtype=envmap.dtype)[None, None]
         weighted = envmap.permute(2, 0, 1)[None] * weight
@@ -167,6 +187,30 @@ def resize_envmap(envmap: Float[Tensor, "h w c"], height: int, width: Optional[i
         return (num / den)[0].permute(1, 2, 0).contiguous()
     directions = envmap_directions(height, width, device=envmap.device, dtype=envmap.dtype)
     return sample_envmap(envmap, directions)
+
+
+def _pixel_area_weights(old: int, new: int, device: Device) -> Tensor:
+    """``[new, old]`` weights of the pixel-area mean: the overlap of target pixel ``i`` (``[i, i+1] * old / new``)
+    with source pixel ``j`` (``[j, j+1]``), each row normalised to sum to 1."""
+    old_breaks = torch.arange(old + 1, dtype=torch.float64, device=device)
+    new_breaks = torch.linspace(0.0, old, new + 1, dtype=torch.float64, device=device)
+    upper = torch.minimum(new_breaks[1:, None], old_breaks[None, 1:])
+    lower = torch.maximum(new_breaks[:-1, None], old_breaks[None, :-1])
+    weights = (upper - lower).clamp_min(0.0)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def _resize_like_skylibs(envmap: Tensor, height: int, width: int) -> Tensor:
+    src_h, src_w, _ = envmap.shape
+    image = envmap.to(torch.float64)
+    if height < src_h:
+        rows = _pixel_area_weights(src_h, height, envmap.device)
+        cols = _pixel_area_weights(src_w, width, envmap.device)
+        out = torch.einsum("ij,jkc,lk->ilc", rows, image, cols)
+    else:
+        out = F.interpolate(image.permute(2, 0, 1)[None], size=(height, width), mode="bilinear", align_corners=True)
+        out = out[0].permute(1, 2, 0)
+    return out.to(envmap.dtype).contiguous()
 
 
 def rotate_envmap(envmap: Float[Tensor, "h w c"], rotation: Float[Tensor, "3 3"]) -> Float[Tensor, "h w c"]:
@@ -243,7 +287,9 @@ def camera_frame_rotation(camera_to_world: Float[Tensor, "3 4"] | Float[Tensor, 
 
 
 def rotate_envmap_to_camera(
-    envmap: Float[Tensor, "h w c"], camera_to_world: Float[Tensor, "3 4"] | Float[Tensor, "4 4"]
+    envmap: Float[Tensor, "h w c"],
+    camera_to_world: Float[Tensor, "3 4"] | Float[Tensor, "4 4"],
+    sampling: CameraSampling = "pixel-centres",
 ) -> Float[Tensor, "h w c"]:
     """The map expressed in a camera's frame, the way Neural Gaffer conditions its diffusion model on lighting.
 
@@ -257,9 +303,17 @@ def rotate_envmap_to_camera(
     This reproduces Neural Gaffer's preprocessing (``rotate_and_preprcess_envir_map`` in its dataset code): it takes
     Blender world-to-camera ``RT`` and looks the world map up at ``(A @ RT[:3, :3]).T @ d`` with
     ``A = [[1, 0, 0], [0, 0, -1], [0, 1, 0]]``, which is ``R_c2w @ A.T @ d`` and ``A.T`` is the ``M`` of
-    :func:`camera_frame_rotation`. Neural Gaffer samples with ``align_corners=True`` (a half-pixel offset from
-    Blender's pixel centres) and then resizes its 256 x 512 result to 256 x 256 for the model; those steps belong
-    to the prior, not here.
+    :func:`camera_frame_rotation`.
+
+    ``sampling`` says how the world map is read at those directions:
+
+    * ``"pixel-centres"`` (relight3d's): bilinear between pixel centres, wrapping around in u
+      (:func:`sample_envmap`, the convention checked against Cycles), on the map's device.
+    * ``"align-corners"``: Neural Gaffer's lookup bit for bit, on the CPU (the result is moved to the map's device):
+      directions from ``torch.linspace`` angle grids (float32), rotated in float64 with the pose's rotation block as
+      it is (no re-orthonormalisation), ``theta = acos(z) - 1e-6`` and ``phi = atan2(y, x)`` mapped to
+      ``(-phi / pi, 2 theta / pi - 1)`` and read with ``F.grid_sample(align_corners=True)``: pixel centres sit at
+      ``u = j / (W - 1)`` instead of ``(j + 0.5) / W`` (up to half a pixel away) and nothing wraps at the seam.
 
     Example:
         >>> env = torch.rand(8, 16, 3)
@@ -267,7 +321,35 @@ def rotate_envmap_to_camera(
         >>> torch.allclose(rotate_envmap_to_camera(env, looking_along_y), env, atol=1e-5)
         True
     """
+    if sampling == "align-corners":
+        return _rotate_to_camera_align_corners(envmap, camera_to_world)
+    if sampling != "pixel-centres":
+        raise ValueError(f"unknown sampling {sampling!r} (pixel-centres or align-corners)")
     return rotate_envmap(envmap, camera_frame_rotation(camera_to_world).to(envmap))
+
+
+def _rotate_to_camera_align_corners(envmap: Tensor, camera_to_world: Tensor) -> Tensor:
+    """Neural Gaffer's ``generate_envir_map_dir`` + ``get_light``, with the same torch operations in the same dtypes."""
+    height, width, channels = envmap.shape
+    lat, lng = math.pi / height, 2 * math.pi / width
+    elevation, azimuth = torch.meshgrid(
+        torch.linspace(math.pi / 2 - 0.5 * lat, -math.pi / 2 + 0.5 * lat, height, dtype=torch.float32),
+        torch.linspace(math.pi - 0.5 * lng, -math.pi + 0.5 * lng, width, dtype=torch.float32),
+        indexing="ij",
+    )
+    cos_el = torch.cos(elevation)
+    local = torch.stack([torch.cos(azimuth) * cos_el, torch.sin(azimuth) * cos_el, torch.sin(elevation)], dim=-1)
+    world_to_camera = camera_to_world[:3, :3].detach().to("cpu", torch.float64).T
+    lookup = torch.tensor(_MAP_AXES_IN_CAMERA, dtype=torch.float64).T @ world_to_camera  # their A @ RT[:3, :3]
+    world = (local.view(-1, 3).double() @ lookup).clip(-1, 1)
+    theta = torch.arccos(world[:, 2]) - 1e-6
+    phi = torch.atan2(world[:, 1], world[:, 0])
+    query_y = ((theta / math.pi) * 2 - 1).clip(-1, 1)
+    query_x = (-phi / math.pi).clip(-1, 1)
+    grid = torch.stack((query_x, query_y), dim=-1)[None, None].float()
+    source = envmap.detach().to("cpu", torch.float32).permute(2, 0, 1)[None]
+    sampled = F.grid_sample(source, grid, align_corners=True)  # bilinear, zeros padding (never reached)
+    return sampled[0, :, 0].T.reshape(height, width, channels).to(envmap.device, envmap.dtype)
 
 
 def dominant_light_direction(envmap: Float[Tensor, "h w 3"]) -> Float[Tensor, "3"]:

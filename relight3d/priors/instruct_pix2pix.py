@@ -14,13 +14,21 @@ model; the original InstructPix2Pix weights also load and follow such instructio
 The sampling is InstructPix2Pix's own, reproduced exactly (tests compare it with the diffusers pipeline): the UNet
 takes 8 channels (noisy latent + the input image's *unscaled* VAE posterior mean), and guidance has three branches,
 ``eps = eps(-, -) + s_text (eps(text, image) - eps(-, image)) + s_image (eps(-, image) - eps(-, -))``
-(applied when ``guidance_scale > 1`` and ``image_guidance_scale >= 1``), with DDIM instead of the pipeline's
-default scheduler.
+(applied when ``guidance_scale > 1`` and ``image_guidance_scale >= 1``).
 
-``model_path`` is a folder in the pipeline's layout: ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
-``scheduler/`` (other subfolders such as ``safety_checker/`` are ignored). Prompts, loading and sampling are shared
-(:mod:`relight3d.priors.text_prompted`, :mod:`relight3d.priors.diffusion`); this file holds the instruction, the
-8-channel layout and the three guidance branches.
+Two settings: relight3d's default (:class:`InstructPix2PixPriorConfig`: 20 DDIM steps, VAE in float32 beside a
+float16 UNet) and the reference's (:meth:`InstructPix2PixPriorConfig.public_preset`, registered as
+``instruct-pix2pix-public``: ``StableDiffusionInstructPix2PixPipeline``'s defaults, 100 steps of the checkpoint's own
+scheduler, Euler ancestral for ``timbrooks/instruct-pix2pix``, everything in one dtype). Guidance weights (7.5 text,
+1.5 image) are the same in both.
+
+``model_path`` is a folder in the pipeline's layout as released: ``unet/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/`` (``model_index.json``, ``safety_checker/`` and ``feature_extractor/`` are ignored;
+networks are read from their ``.safetensors`` files). A folder that lacks a file, or whose UNet is not an
+8-channel one, is a one-line :class:`~relight3d.errors.WeightsError` naming the file or the channels.
+
+Prompts, loading and sampling are shared (:mod:`relight3d.priors.text_prompted`, :mod:`relight3d.priors.diffusion`);
+this file holds the instruction, the 8-channel layout and the three guidance branches.
 """
 
 from __future__ import annotations
@@ -42,7 +50,14 @@ from relight3d.priors.text_prompted import TextCondition, TextPromptedPrior, Tex
 
 @dataclass
 class InstructPix2PixPriorConfig(TextPromptedPriorConfig):
-    """InstructPix2Pix relighting: one instruction per view describing the target light relative to the camera."""
+    """InstructPix2Pix relighting: one instruction per view describing the target light relative to the camera.
+
+    The defaults are relight3d's: 20 deterministic DDIM steps instead of the pipeline's 100 Euler-ancestral ones.
+    relight3d samples every training view in stage 1 and re-samples them when refining (SDEdit), where 100 steps
+    would cost five times as much per view; and DDIM with ``eta = 0`` draws noise only once per view, so a view relit
+    twice, or refined, follows the same path, while Euler ancestral draws new noise at every step.
+    :meth:`public_preset` gives the reference.
+    """
 
     _target: Type = field(default_factory=lambda: InstructPix2PixPrior)
     """Prior class to instantiate."""
@@ -50,13 +65,25 @@ class InstructPix2PixPriorConfig(TextPromptedPriorConfig):
     """Folder in StableDiffusionInstructPix2PixPipeline's layout: unet/ (8 input channels), vae/, text_encoder/,
     tokenizer/, scheduler/."""
     num_inference_steps: int = 20
-    """DDIM steps."""
+    """Sampler steps (the reference pipeline's default is 100: see the class docstring for why relight3d's is 20)."""
     guidance_scale: float = 7.5
     """Text guidance weight."""
     image_guidance_scale: float = 1.5
     """Image guidance weight (how closely the result keeps the input image)."""
     prompt_template: str = "relight it with {lighting}"
     """Instruction; ``{lighting}`` is replaced by the per-view description of the target light."""
+
+    @classmethod
+    def public_preset(cls) -> "InstructPix2PixPriorConfig":
+        """The reference: ``StableDiffusionInstructPix2PixPipeline.from_pretrained(model_path)`` called with its
+        defaults (100 steps, text guidance 7.5, image guidance 1.5), sampling with the scheduler the checkpoint's
+        ``scheduler/`` folder names (``EulerAncestralDiscreteScheduler`` for ``timbrooks/instruct-pix2pix``, the
+        scheduler its model card and the authors' ``edit_cli.py`` use), and the VAE in the networks' dtype (the
+        pipeline never upcasts it; float16 on CUDA, as the model card loads it)."""
+        return cls(
+            num_inference_steps=100, guidance_scale=7.5, image_guidance_scale=1.5, scheduler="checkpoint",
+            vae_dtype="same",
+        )  # fmt: skip
 
 
 @dataclass

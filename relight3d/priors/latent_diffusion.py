@@ -9,8 +9,9 @@ conditioning for a batch of views (:meth:`LatentDiffusionPrior.condition`) and w
   resized (antialiased bilinear) to ``resolution``; results are resized back, cropped, and composited onto the input
   images with the masks (pixels outside the object keep their input values).
 * **Sampling.** The config's ``scheduler`` (DDIM by default, ``clip_sample`` off, as Neural Gaffer and IC-Light run
-  it) on the model's own noise schedule. ``relight`` starts from pure noise (or from a prior-specific initial
-  latent, e.g. IC-Light's lighting preview).
+  it; or ``"checkpoint"``, the scheduler the checkpoint's ``scheduler/`` folder names) on the model's own noise
+  schedule. ``relight`` starts from pure noise (or from a prior-specific initial latent, e.g. IC-Light's lighting
+  preview).
 * **refine = SDEdit.** ``t_star`` is the share of the ``num_inference_steps`` steps that are re-run, with
   diffusers' img2img rule (:mod:`relight3d.priors.diffusion.sampling`). ``t* = 0`` returns the VAE round trip of
   the image, ``t* >= 1`` samples from pure noise (exactly :meth:`relight`). Neural Gaffer's public stage-2 code
@@ -21,6 +22,9 @@ conditioning for a batch of views (:meth:`LatentDiffusionPrior.condition`) and w
   the prior keeps one copy of its networks per device and splits each batch into contiguous parts run in parallel
   threads (plain data parallelism in one process: neither ``accelerate`` nor ``torchrun``). Tested here with two CPU
   "devices": equal results to one device are tested, a real speed-up is not.
+* **Precision.** ``dtype`` (float16 on CUDA by default) for the UNet and encoders, ``vae_dtype`` for the VAE
+  (by default float32 beside float16 networks, diffusers' ``force_upcast`` rule); latents, noise, guidance and the
+  scheduler's arithmetic stay float32, cast at each network's boundary.
 * **Score distillation.** :meth:`LatentDiffusionPrior.sds_views` (on the first device), the DreamFusion loss in the
   form used by Neural Gaffer's ``train_step`` (:func:`relight3d.priors.diffusion.guidance.score_distillation`).
 
@@ -51,11 +55,11 @@ from relight3d.priors.base import (
     per_view_noise,
     to_square,
 )
-from relight3d.priors.diffusion.components import DiffusionComponents
+from relight3d.priors.diffusion.components import CHECKPOINT_SCHEDULER, DiffusionComponents, SamplerName
 from relight3d.priors.diffusion.guidance import epsilon_from, score_distillation
-from relight3d.priors.diffusion.loading import resolve_torch_dtype
+from relight3d.priors.diffusion.loading import VaeDtypeName, resolve_torch_dtype, resolve_vae_dtype
 from relight3d.priors.diffusion.sampling import sample_latents
-from relight3d.priors.diffusion.schedulers import SchedulerName, make_scheduler, timestep_range
+from relight3d.priors.diffusion.schedulers import timestep_range
 
 
 @dataclass
@@ -72,12 +76,16 @@ class LatentDiffusionPriorConfig(RelightingPriorConfig):
     """Sampler steps of a full sampling run."""
     guidance_scale: float = 3.0
     """Classifier-free guidance weight (1 disables guidance)."""
-    scheduler: SchedulerName = "ddim"
-    """Sampler, run on the model's own noise schedule."""
+    scheduler: SamplerName = "ddim"
+    """Sampler, run on the model's own noise schedule; "checkpoint": the scheduler class and settings of the
+    checkpoint's scheduler/scheduler_config.json (what its diffusers pipeline samples with)."""
     eta: float = 0.0
     """DDIM eta (0: deterministic steps after the initial noise)."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     """Network precision: auto = float16 on CUDA, float32 elsewhere."""
+    vae_dtype: VaeDtypeName = "auto"
+    """VAE precision: auto = float32 when dtype is float16 and the VAE's config has force_upcast (diffusers' rule,
+    true for the SD VAEs), else dtype; same = dtype (diffusers' SD 1.x and InstructPix2Pix pipelines); or a dtype."""
     devices: Tuple[str, ...] = ()
     """Devices to split each batch across (e.g. ("cuda:0", "cuda:1")); empty: every visible CUDA device when set
     up on "cuda", else the setup device."""
@@ -131,7 +139,8 @@ class LatentDiffusionPrior(RelightingPrior):
             raise ConfigError(name, "is the shared diffusion-prior config; choose a prior's own config")
         if components is None:
             option = f"{name}.model_path"
-            components = DiffusionComponents.from_pretrained(config.model_path, self.component_names, option=option)
+            loaded_as = CHECKPOINT_SCHEDULER if config.scheduler == CHECKPOINT_SCHEDULER else "ddim"
+            components = DiffusionComponents.from_pretrained(config.model_path, self.component_names, loaded_as, option)
             components = self.adapt_components(components)
         elif isinstance(components, dict):
             components = DiffusionComponents.from_parts(components, self.component_names, self.error_path)
@@ -139,8 +148,11 @@ class LatentDiffusionPrior(RelightingPrior):
         devices = self._resolve_devices()
         self._device = devices[0]
         self.dtype = resolve_torch_dtype(config.dtype, devices[0], f"{name}.dtype")
-        components.scheduler = make_scheduler(config.scheduler, components.scheduler.config, f"{name}.scheduler")
-        first = components.to(devices[0], self.dtype).freeze()
+        upcast = bool(getattr(components.vae.config, "force_upcast", False))
+        self.vae_dtype = resolve_vae_dtype(config.vae_dtype, self.dtype, upcast, f"{name}.vae_dtype")
+        components.scheduler = self.noise_schedule(components)
+        components.with_sampler(config.scheduler, f"{name}.scheduler")
+        first = components.to(devices[0], self.dtype, self.vae_dtype).freeze()
         self._replicas = [first, *(first.replica(d) for d in devices[1:])]
         self._resolution = self._checked_resolution()
 
@@ -173,6 +185,10 @@ class LatentDiffusionPrior(RelightingPrior):
 
     def check_components(self, components: DiffusionComponents) -> None:
         """Raise a one-line :class:`~relight3d.errors.WeightsError` when the components are not this prior's."""
+
+    def noise_schedule(self, components: DiffusionComponents) -> Any:
+        """The scheduler whose noise schedule the config's sampler is built on; default: the checkpoint's."""
+        return components.scheduler
 
     def prepare_envmap(self, envmap: Float[Tensor, "H W 3"]) -> Float[Tensor, "H2 W2 3"]:
         """The target map as the prior uses it (once per call, before the batch is split)."""
@@ -260,6 +276,10 @@ class LatentDiffusionPrior(RelightingPrior):
     ) -> Float[Tensor, "b 3 r r"]:
         """Relight (``t_star`` None) or refine one part of a batch on one device."""
         generators = chunk.views.generator
+        # Each view's noise is drawn first: Neural Gaffer's pipeline draws the initial latents, then samples its
+        # condition latents from the same generators (sample_condition_latents).
+        side = chunk.images.shape[-1] // replica.vae_scale_factor
+        noise = per_view_noise(generators, (int(replica.vae.config.latent_channels), side, side), replica.device)
         condition = self.condition(replica, chunk)
         start, strength, num_steps = None, 1.0, self.config.num_inference_steps
         if t_star is None:
@@ -268,8 +288,6 @@ class LatentDiffusionPrior(RelightingPrior):
                 start, strength, num_steps = initial
         elif t_star < 1.0:
             start, strength = replica.encode_images(chunk.images), max(float(t_star), 0.0)
-        side = self.resolution // replica.vae_scale_factor
-        noise = per_view_noise(generators, (int(replica.vae.config.latent_channels), side, side), replica.device)
 
         def predict(x: Tensor, t: Tensor) -> Tensor:
             return self.predict_noise(replica, x, t, condition, self.config.guidance_scale)
@@ -355,7 +373,8 @@ class LatentDiffusionPrior(RelightingPrior):
         noise = per_view_noise(generators, tuple(latents.shape[1:]), dev)
         alpha_bar = replica.scheduler.alphas_cumprod.to(dev)[steps].float()
         with torch.no_grad():
-            noisy = replica.scheduler.add_noise(latents.detach(), noise, steps)
+            a = alpha_bar.view(-1, 1, 1, 1)  # the training schedule's q(z_t | z), whatever the sampler
+            noisy = a.sqrt() * latents.detach() + (1.0 - a).sqrt() * noise
             prediction = self.predict_noise(replica, noisy, steps, condition, scale)
             eps_hat = epsilon_from(prediction, noisy, alpha_bar, replica.scheduler.config.prediction_type)
         loss, grad = score_distillation(latents, noise, eps_hat, 1.0 - alpha_bar)

@@ -38,8 +38,11 @@ DEFAULT_PRIOR = "physical"
 PRIORS: Dict[str, Callable[[], RelightingPriorConfig]] = {
     "physical": PhysicalPriorConfig,
     "neural-gaffer": NeuralGafferPriorConfig,
+    "neural-gaffer-public": NeuralGafferPriorConfig.public_preset,
     "ic-light": ICLightPriorConfig,
+    "ic-light-public": ICLightPriorConfig.public_preset,
     "instruct-pix2pix": InstructPix2PixPriorConfig,
+    "instruct-pix2pix-public": InstructPix2PixPriorConfig.public_preset,
 }
 """Every relighting prior and preset, by the name ``ns-train`` (``pipeline.prior:<name>``) and ``relight3d relight
 --prior`` use, as a factory of its config; the default (:data:`DEFAULT_PRIOR`) comes first."""

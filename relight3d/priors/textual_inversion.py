@@ -5,6 +5,13 @@ denoising loss, on heavily augmented copies of the one input image (random rotat
 jitter, grayscale, blur, flips) captioned by object templates ("a photo of a _cup_", ...). The result,
 ``learned_embeds.safetensors`` (``{token: vector}``), is what ``--pipeline.guidance.learned-embeds-path`` of
 ``relight3d-sds`` reads.
+
+Precision. The frozen UNet and VAE run in ``dtype`` (float16 on CUDA by default, as diffusers' textual-inversion
+example with ``--mixed_precision fp16``); the text encoder, its embedding table and the optimizer stay float32. The
+embedding's gradient still flows back through the float16 UNet, where values below float16's smallest subnormal
+(6e-8) become zero: the loss is scaled up before the backward pass and the gradient unscaled in float32 before the
+step (a :class:`torch.amp.GradScaler`, which also skips a step whose gradient overflowed), as accelerate does for
+fp16. bfloat16 has float32's exponent range and needs no scaling.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,6 +31,7 @@ from torch import Tensor
 
 from relight3d.errors import DataError, reading
 from relight3d.priors.diffusion.components import DiffusionComponents
+from relight3d.priors.diffusion.loading import resolve_torch_dtype
 from relight3d.priors.diffusion.prompts import add_placeholder_token, encode_prompts, save_learned_embeds
 from relight3d.priors.stable_diffusion import load_stable_diffusion
 
@@ -76,8 +84,9 @@ class TextualInversionConfig:
     """Random seed."""
     device: Optional[str] = None
     """'cuda' or 'cpu'; None picks CUDA when available."""
-    half_precision: bool = True
-    """Run the UNet and VAE in float16 on CUDA (the text encoder always trains in float32)."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Precision of the frozen UNet and VAE: auto = float16 on CUDA, float32 elsewhere (the text encoder and the
+    learned embedding are always float32; float16 scales the loss so that small gradients do not underflow)."""
     log_every: int = 100
     """Steps between progress reports."""
     templates: Tuple[str, ...] = field(default_factory=lambda: OBJECT_TEMPLATES)
@@ -141,7 +150,7 @@ def train_textual_inversion(
         log: called with progress lines (e.g. ``print``).
     """
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    half = torch.float16 if config.half_precision and device.type == "cuda" else torch.float32
+    half = resolve_torch_dtype(config.dtype, device, "TextualInversionConfig.dtype")
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -168,6 +177,7 @@ def train_textual_inversion(
     if config.scale_lr:
         lr *= config.batch_size * config.gradient_accumulation_steps
     optimizer = torch.optim.AdamW([embedding.weight], lr=lr, weight_decay=1e-2)
+    scaler = torch.amp.GradScaler(device.type, enabled=half == torch.float16)  # see the module docstring
     alphas = scheduler.alphas_cumprod.to(device)
     n_train_steps = alphas.shape[0]
     prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
@@ -192,9 +202,10 @@ def train_textual_inversion(
             context = encode_prompts(tokenizer, text_encoder, prompts, device)
             pred = unet(noisy.to(half), t, encoder_hidden_states=context.to(half)).sample
             loss = F.mse_loss(pred.float(), target) / config.gradient_accumulation_steps
-            loss.backward()
+            scaler.scale(loss).backward()
             step_loss += float(loss.detach())
-        optimizer.step()
+        scaler.step(optimizer)  # unscales the float32 gradient first; skips the step if it is not finite
+        scaler.update()
         with torch.no_grad():  # only the new token's row may change
             embedding.weight[keep] = original[keep]
         losses.append(step_loss)

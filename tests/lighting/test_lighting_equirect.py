@@ -208,3 +208,69 @@ def test_dominant_light_direction_of_a_single_bright_pixel() -> None:
     expected = envmap_directions(32, 64)[row, col]
     assert torch.allclose(dominant_light_direction(envmap), expected, atol=1e-3)
     assert torch.equal(dominant_light_direction(torch.zeros(4, 8, 3)), torch.zeros(3))
+
+
+@pytest.mark.parametrize("sampling", ["pixel-centres", "align-corners"])
+def test_one_bright_texel_lands_where_the_camera_looks(sampling: str) -> None:
+    """An 8 x 16 map, black but for texel (3, 8): its centre is at u = 8.5 / 16, v = 3.5 / 8, i.e. 11.25 degrees from
+    world +X towards -Y and 11.25 degrees above the horizon. In a camera's frame map, the camera's forward direction is
+    u = 0.25, v = 0.5 (+Y) and its right is u = 0.5 (+X):
+
+    * a camera looking along +X (up +Z, so its right is -Y) sees the texel 11.25 degrees right of and above its
+      forward direction: at u = 0.25 + 1/32, v = 0.5 - 1/16, the centre of pixel (3, 4), next to the front centre;
+    * one looking along -X has it behind: u = 0.75 + 1/32, pixel (3, 12); one looking along +Y (the canonical camera)
+      sees the world map unchanged: pixel (3, 8).
+
+    With pixel-centred lookups the texel is copied exactly. Neural Gaffer's align-corners lookup reads the world map
+    at ``x = (1 - phi / pi) / 2 * (W - 1)``, ``y = (theta - 1e-6) / pi * (H - 1)``: for the texel's own direction
+    (phi = -pi / 16, theta = 3.5 pi / 8) x = 15 * 17 / 32 = 7.96875 and y = 3.0625 - 2.2e-6, so the texel keeps a
+    weight (1 - 0.03125) * (1 - 0.0625 + 2.2e-6) = 0.90820.
+    """
+    from relight3d.geometry import look_at
+
+    envmap = torch.zeros(8, 16, 3)
+    envmap[3, 8] = torch.tensor([100.0, 50.0, 25.0])
+    weight = 1.0 if sampling == "pixel-centres" else 0.96875 * (0.9375 + 1e-6 * 7 / math.pi)
+    for eye, pixel in (((-3.0, 0.0, 0.0), (3, 4)), ((3.0, 0.0, 0.0), (3, 12)), ((0.0, -3.0, 0.0), (3, 8))):
+        c2w = look_at(torch.tensor(eye))
+        in_camera = rotate_envmap_to_camera(envmap, c2w, sampling=sampling)
+        brightest = divmod(int(in_camera[..., 0].argmax()), 16)
+        assert brightest == pixel, (eye, brightest)
+        torch.testing.assert_close(in_camera[pixel], envmap[3, 8] * weight, rtol=1e-4, atol=0)
+        if sampling == "pixel-centres":
+            rest = in_camera.clone()
+            rest[pixel] = 0.0
+            assert float(rest.abs().max()) < 1e-3
+
+
+def test_align_corners_sampling_is_half_a_pixel_off_pixel_centres() -> None:
+    """On a smooth map the two lookups agree up to the half-pixel shift (and the seam, which theirs does not wrap)."""
+    smooth = _smooth_map(64, 128)
+    c2w = _look_at_c2w(forward=(0.4, 0.8, -0.45))
+    ours = rotate_envmap_to_camera(smooth, c2w)
+    theirs = rotate_envmap_to_camera(smooth, c2w, sampling="align-corners")
+    assert theirs.device == ours.device and theirs.dtype == ours.dtype
+    difference = (theirs - ours).abs()
+    assert 1e-4 < float(difference.mean()) < 0.02 * float(smooth.mean()) and float(difference.max()) < 0.1
+    with pytest.raises(ValueError, match="unknown sampling"):
+        rotate_envmap_to_camera(smooth, c2w, sampling="nearest")
+
+
+def test_skylibs_resize_equals_scikit_image_and_scipy() -> None:
+    """skylibs' ``EnvironmentMap.resize(h)``: ``downscale_local_mean`` for whole factors, ``resize_local_mean``
+    (grid mode) otherwise, ``scipy.ndimage.zoom(order=1)`` when enlarging."""
+    transform = pytest.importorskip("skimage.transform")
+    ndimage = pytest.importorskip("scipy.ndimage")
+    envmap = (torch.rand(24, 48, 3, generator=torch.Generator().manual_seed(4)) ** 3 * 20).float()
+    data = envmap.numpy()
+    cases = [
+        (12, transform.downscale_local_mean(data, (2, 2, 1))),
+        (16, transform.resize_local_mean(data, (16, 32), grid_mode=True, preserve_range=True)),
+        (40, ndimage.zoom(data, (40 / 24, 80 / 48, 1.0), order=1)),
+    ]
+    for height, expected in cases:
+        got = resize_envmap(envmap, height, method="skylibs")
+        assert got.shape == (height, 2 * height, 3) and got.dtype == torch.float32
+        torch.testing.assert_close(got, torch.from_numpy(expected).float(), rtol=1e-5, atol=1e-5)
+    # The pixel-area mean is not the solid-angle one: rows near the poles weigh less on the sphere.
+    assert (resize_envmap(envmap, 12) - resize_envmap(envmap, 12, method="skylibs")).abs().max() > 1e-3

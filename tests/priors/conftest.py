@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import pytest
 import torch
@@ -19,6 +19,7 @@ from prior_fixtures import REAL_WEIGHTS, TINY_MODELS
 
 from relight3d.priors.base import RelightingPrior, RelightingPriorConfig
 from relight3d.priors.diffusion.testing import tiny_components
+from relight3d.priors.latent_diffusion import LatentDiffusionPrior
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +30,44 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+TEST_DEVICE = os.environ.get("RELIGHT3D_TEST_DEVICE", "")
+"""Device of the priors the tests build without naming one; unset: the CPU (``scripts/gpu_check.sh`` sets cuda)."""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def test_device() -> Iterator[str]:
+    """With ``RELIGHT3D_TEST_DEVICE`` set, priors built without a device (``config.setup()``,
+    ``Prior.from_components(...)``) go to that device, in float32 where their dtype is ``auto`` and with TF32 off, so
+    that the references the tests compute on the CPU keep their tolerances. Inputs and results stay on the CPU (a
+    prior moves them). Session-scoped, so that module-scoped priors are built on the device too."""
+    if not TEST_DEVICE:
+        yield "cpu"
+        return
+    if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        pytest.fail(f"RELIGHT3D_TEST_DEVICE={TEST_DEVICE}, but torch sees no CUDA device")
+
+    def exact(config: Any) -> Any:
+        return dataclasses.replace(config, dtype="float32") if getattr(config, "dtype", None) == "auto" else config
+
+    setup, from_components = RelightingPriorConfig.setup, LatentDiffusionPrior.from_components.__func__
+
+    def setup_on_device(self: RelightingPriorConfig, device: Any = None, **kwargs: Any) -> RelightingPrior:
+        return setup(self, device, **kwargs) if device is not None else setup(exact(self), TEST_DEVICE, **kwargs)
+
+    def from_components_on_device(cls: type, config: Any = None, device: Any = None, **parts: Any) -> Any:
+        if device is not None:
+            return from_components(cls, config, device, **parts)
+        return from_components(cls, exact(config or cls.config_class()), TEST_DEVICE, **parts)
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RelightingPriorConfig, "setup", setup_on_device)
+        patch.setattr(LatentDiffusionPrior, "from_components", classmethod(from_components_on_device))
+        yield TEST_DEVICE
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 @pytest.fixture(scope="session")

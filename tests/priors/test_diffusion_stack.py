@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from relight3d.priors.diffusion.guidance import epsilon_from, guided_noise, scor
 from relight3d.priors.diffusion.loading import resolve_torch_dtype
 from relight3d.priors.diffusion.sampling import sample_latents
 from relight3d.priors.diffusion.schedulers import SCHEDULERS, make_scheduler
-from relight3d.priors.diffusion.testing import RESOLUTION, tiny_components, tiny_unet
+from relight3d.priors.diffusion.testing import RESOLUTION, clip_text_encoder, tiny_components, tiny_unet
 
 PROMPTS = ["a red cup, light from the left", "a blue cup"]
 
@@ -182,3 +183,40 @@ def test_loading_errors_are_one_line_and_name_the_path(tmp_path: Path) -> None:
     assert str(info.value).startswith(str(folder / "unet"))
     with pytest.raises(WeightsError, match="missing components: text_encoder"):
         DiffusionComponents.from_parts({**components.parts(), "text_encoder": None}, TEXT_PARTS, "x")
+
+
+def test_weights_that_do_not_fit_their_config_are_one_line(tmp_path: Path) -> None:
+    """A tensor whose shape differs from the one config.json builds is named, with both shapes (diffusers and
+    transformers would only warn and leave random weights)."""
+    folder = tiny_components(TEXT_PARTS, 4).save_pretrained(tmp_path / "sd")
+    vocab = 600
+    clip_text_encoder(vocab).save_pretrained(tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "model.safetensors", folder / "text_encoder")
+    with pytest.raises(WeightsError) as info:
+        DiffusionComponents.from_pretrained(folder, TEXT_PARTS)
+    expected = (514, 32)  # the tiny byte-level vocabulary: 2 special tokens + 2 x 256 byte symbols
+    assert str(info.value) == (
+        f"{folder / 'text_encoder'}: embeddings.token_embedding.weight has shape ({vocab}, 32) in model.safetensors, "
+        f"config.json expects {expected}"
+    )
+
+
+def _settings(scheduler) -> dict:
+    return {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
+
+
+def test_checkpoint_scheduler_is_the_folders_class_with_its_settings(tmp_path: Path) -> None:
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    parts = tiny_components(TEXT_PARTS, 4)
+    parts.scheduler = EulerAncestralDiscreteScheduler.from_config(parts.scheduler.config, timestep_spacing="trailing")
+    folder = parts.save_pretrained(tmp_path / "sd")
+    loaded = DiffusionComponents.from_pretrained(folder, TEXT_PARTS, scheduler="checkpoint")
+    assert type(loaded.scheduler) is EulerAncestralDiscreteScheduler
+    assert _settings(loaded.scheduler) == _settings(parts.scheduler)
+    first = loaded.scheduler
+    assert loaded.with_sampler("checkpoint").scheduler is not first  # a fresh copy: no state shared between runs
+    assert _settings(loaded.scheduler) == _settings(first) and type(loaded.scheduler) is type(first)
+    assert type(DiffusionComponents.from_pretrained(folder, TEXT_PARTS).scheduler).__name__ == "DDIMScheduler"
+    with pytest.raises(ConfigError, match=r"^X.scheduler: unknown scheduler 'heun'"):
+        loaded.with_sampler("heun", "X.scheduler")

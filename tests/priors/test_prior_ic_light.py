@@ -3,17 +3,19 @@ drives them (a UNet hook that concatenates the condition latents)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 from prior_fixtures import disc_views, orbit_cameras, reference_pipeline, seeded, sun_envmap
 
-from relight3d.errors import ConfigError, WeightsError
+from relight3d.errors import ConfigError
 from relight3d.priors.base import PriorViews
 from relight3d.priors.diffusion.components import TEXT_PARTS
-from relight3d.priors.diffusion.testing import RESOLUTION, tiny_components, tiny_unet
+from relight3d.priors.diffusion.testing import RESOLUTION, tiny_components
 from relight3d.priors.ic_light import ICLightPrior, ICLightPriorConfig
+from relight3d.priors.registry import PRIORS
 
 PRIOR_CONFIG = ICLightPriorConfig
 """The prior under test (the ``prior`` and ``tiny_prior_config`` fixtures of conftest.py build it)."""
@@ -98,34 +100,6 @@ def test_refine_matches_img2img_from_the_view_latent(prior: ICLightPrior) -> Non
         ICLightPrior.from_components(ICLightPriorConfig(lighting_preview_strength=0.0), **prior.components.parts())
 
 
-def test_offset_weights_on_sd15_equal_the_merged_unet(tmp_path: Path, tiny_prior_config) -> None:
-    from safetensors.torch import save_file
-
-    merged = tiny_components(TEXT_PARTS, 8)
-    torch.manual_seed(1)
-    base_unet = tiny_unet(4)
-    base_state = base_unet.state_dict()
-    offset = {}
-    for key, value in merged.unet.state_dict().items():
-        base = base_state[key]
-        if key == "conv_in.weight":  # the base's conv_in, widened with zeros
-            base = torch.cat([base, torch.zeros_like(base)], dim=1)
-        offset[key] = (value - base).contiguous()
-    offset_file = tmp_path / "iclight_sd15_fc.safetensors"
-    save_file(offset, str(offset_file))
-    merged.unet = base_unet
-    sd15 = merged.save_pretrained(tmp_path / "sd15")
-    from_offset = tiny_prior_config(sd15, offset_path=offset_file).setup()
-    reference = tiny_prior_config().setup()
-    assert from_offset.variant == "fc"
-    images, masks = disc_views(1)
-    views = PriorViews(images, masks, orbit_cameras(1), sun_envmap((0.0, 1.0, 0.3)))
-    torch.testing.assert_close(from_offset.relight(views), reference.relight(views), atol=1e-5, rtol=0)
-    save_file({"conv_in.weight": torch.zeros(32, 5, 3, 3)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(WeightsError, match="other.safetensors: not IC-Light offset weights"):
-        tiny_prior_config(sd15, offset_path=tmp_path / "other.safetensors").setup()
-
-
 def test_background_conditioned_variant_sees_the_environment(tmp_path: Path, tiny_prior_config) -> None:
     folder = tiny_components(TEXT_PARTS, 12).save_pretrained(tmp_path / "fbc")
     prior = tiny_prior_config(folder).setup()
@@ -154,8 +128,13 @@ def test_background_conditioned_variant_sees_the_environment(tmp_path: Path, tin
 
 
 @pytest.mark.slow
-def test_real_weights_light_the_side_the_light_comes_from(real_prior) -> None:
-    prior = real_prior(resolution=512)
+@pytest.mark.parametrize("preset", ["ic-light", "ic-light-public"])
+def test_real_weights_light_the_side_the_light_comes_from(real_prior, preset: str) -> None:
+    config = PRIORS[preset]()
+    kept = {
+        f.name for f in dataclasses.fields(config) if f.init and f.name not in ("_target", "model_path", "offset_path")
+    }
+    prior = real_prior(**{**{name: getattr(config, name) for name in kept}, "resolution": 512})
     images, masks = disc_views(1, 512, 512)
     images = torch.where(masks > 0.5, torch.full_like(images, 0.7), images)
     camera = orbit_cameras(1)  # its right is world +Y

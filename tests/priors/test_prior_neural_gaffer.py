@@ -254,3 +254,53 @@ def test_real_weights_follow_the_light(real_prior) -> None:
     dark = prior.relight(replace(views, target_envmap=sun_envmap((0.0, 0.0, 1.0), 64, sun=0.5, sky=0.02)))
     inside = masks.expand_as(images) > 0.5
     assert bright[inside].mean() > dark[inside].mean() + 0.05
+
+
+def test_public_preset_differs_from_the_defaults_only_where_documented() -> None:
+    import dataclasses
+
+    import tyro
+
+    from relight3d.priors import registry
+
+    public = registry.prior_config("neural-gaffer-public")
+    default = NeuralGafferPriorConfig()
+    assert type(public) is NeuralGafferPriorConfig
+    changed = {f.name for f in dataclasses.fields(default) if getattr(public, f.name) != getattr(default, f.name)}
+    assert changed == {
+        "envmap_height", "envmap_resize", "lighting_images", "sample_condition_latents", "shared_view_seed", "seed",
+    }  # fmt: skip
+    assert (public.envmap_height, public.lighting_images, public.seed) == (None, "public", 42)
+    assert (public.num_inference_steps, public.guidance_scale, public.scheduler) == (50, 3.0, "ddim")
+    # Every field of the preset can be overridden on the command line.
+    parsed = tyro.cli(registry.PriorChoice, args=["neural-gaffer-public", "--envmap-height", "128", "--seed", "7"])
+    assert (parsed.envmap_height, parsed.seed, parsed.lighting_images) == (128, 7, "public")
+
+
+def test_shared_view_seed_gives_every_view_the_same_stream(tiny_prior_config, views) -> None:
+    images, masks, cameras = views
+    prior = tiny_prior_config(shared_view_seed=True, seed=42).setup()
+    env = sun_envmap((0.0, 1.0, 0.5))
+    for given, seed in ((None, 42), (5, 5)):
+        alike = prior.seeded(PriorViews(images, masks, cameras, env, generator=given))
+        draws = [torch.randn(4, generator=g) for g in alike.generator]
+        assert all(torch.equal(d, torch.randn(4, generator=torch.Generator().manual_seed(seed))) for d in draws)
+    mine = seeded(1, 2, 3)
+    assert prior.seeded(PriorViews(images, masks, cameras, env, generator=mine)).generator is mine
+    # Same images, same light: with one shared stream every view is relit identically.
+    same = images[:1].expand_as(images).contiguous()
+    relit = prior.relight(
+        PriorViews(same, masks[:1].expand_as(masks).contiguous(), cameras[:1].expand_as(cameras), env)
+    )
+    torch.testing.assert_close(relit[1:], relit[:1].expand_as(relit[1:]))
+
+
+def test_ddim_runs_with_steps_offset_one_whatever_the_checkpoint_says() -> None:
+    """Neural Gaffer's pipeline rewrites the scheduler config to steps_offset = 1 (and clip_sample = False)."""
+    parts = tiny_components(IMAGE_PARTS, 16)
+    parts.scheduler = type(parts.scheduler).from_config({**parts.scheduler.config, "steps_offset": 0})
+    prior = NeuralGafferPrior.from_components(NeuralGafferPriorConfig(num_inference_steps=10), **parts.parts())
+    scheduler = prior.components.scheduler
+    assert (scheduler.config.steps_offset, scheduler.config.clip_sample) == (1, False)
+    scheduler.set_timesteps(10)
+    assert scheduler.timesteps.tolist() == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]

@@ -32,21 +32,47 @@ def subcommand_names(union: object) -> list:
     return [typing.get_args(member)[1].name for member in typing.get_args(union)]
 
 
+def config_class_of(name: str) -> type:
+    """The config class of a registry entry: the entry itself, or for a ``<name>-public`` preset its prior's."""
+    return registry.PRIORS[name.removesuffix("-public")]
+
+
 def test_every_entry_builds_its_config() -> None:
     assert registry.DEFAULT_PRIOR == next(iter(registry.PRIORS)) == "physical"
-    for name, config_class in registry.PRIORS.items():
+    presets = [name for name in registry.PRIORS if name.endswith("-public")]
+    assert presets == ["neural-gaffer-public", "ic-light-public", "instruct-pix2pix-public"]
+    for name in registry.PRIORS:
+        config_class = config_class_of(name)
         config = registry.prior_config(name)
         assert type(config) is config_class and issubclass(config_class, RelightingPriorConfig)
         assert config._target.__name__ == config_class.__name__.removesuffix("Config")
         if hasattr(config, "model_path"):
             assert registry.prior_config(name, "weights/x").model_path == Path("weights/x")
+    for name in presets:  # a preset is its prior with other values, and a fresh object each time
+        assert registry.prior_config(name) != config_class_of(name)()
+        assert registry.prior_config(name) is not registry.prior_config(name)
     with pytest.raises(ConfigError) as info:
         registry.prior_config("gaffer")
     assert str(info.value) == (
-        "--prior: unknown prior 'gaffer'; known priors: physical, neural-gaffer, ic-light, instruct-pix2pix"
+        "--prior: unknown prior 'gaffer'; known priors: physical, neural-gaffer, neural-gaffer-public, ic-light, "
+        "ic-light-public, instruct-pix2pix, instruct-pix2pix-public"
     )
     with pytest.raises(ConfigError, match="^--prior-path: the physical prior loads no weights"):
         registry.prior_config("physical", "weights/x")
+
+
+def test_a_preset_is_a_subcommand_with_its_values_and_overridable() -> None:
+    holder = dataclasses.make_dataclass(
+        "Holder", [("prior", registry.PriorChoice, field(default_factory=PhysicalPriorConfig))]
+    )
+    public = tyro.cli(holder, args=["prior:instruct-pix2pix-public"]).prior
+    assert public == registry.prior_config("instruct-pix2pix-public")
+    assert (
+        public.num_inference_steps == 100
+        and public.num_inference_steps != config_class_of("instruct-pix2pix")().num_inference_steps
+    )
+    changed = tyro.cli(holder, args=["prior:instruct-pix2pix-public", "--prior.num-inference-steps", "7"]).prior
+    assert changed.num_inference_steps == 7 and changed.scheduler == public.scheduler
 
 
 def test_ns_train_relight3d_gaffer_offers_exactly_the_registry() -> None:
@@ -85,16 +111,17 @@ WRONG_UNETS = {
 }
 
 
-@pytest.mark.parametrize("name", list(WRONG_UNETS))
+@pytest.mark.parametrize("name", [n for n in registry.PRIORS if n.removesuffix("-public") in WRONG_UNETS])
 def test_a_checkpoint_with_another_unet_is_a_one_line_weights_error(name: str, tmp_path: Path) -> None:
     """Every prior that loads weights refuses a checkpoint of its layout whose UNet is not its own, naming the UNet
     folder, its channels, what the prior's takes, and the option that merges the right weights in (if any)."""
-    assert set(WRONG_UNETS) == {n for n, c in registry.PRIORS.items() if hasattr(c(), "model_path")}
-    config_class = registry.PRIORS[name]
-    channels, takes = WRONG_UNETS[name]
+    loading = {n.removesuffix("-public") for n, factory in registry.PRIORS.items() if hasattr(factory(), "model_path")}
+    assert set(WRONG_UNETS) == loading
+    config_class = config_class_of(name)
+    channels, takes = WRONG_UNETS[name.removesuffix("-public")]
     folder = tiny_components(TINY_MODELS[config_class][0], channels).save_pretrained(tmp_path / "other")
     with pytest.raises(WeightsError) as info:
-        config_class(model_path=folder).setup()
+        registry.prior_config(name, folder).setup()
     message = str(info.value)
     assert message.startswith(f"{folder / 'unet'}: UNet takes {channels} input channels; {takes}"), message
     assert "\n" not in message

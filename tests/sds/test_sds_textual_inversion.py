@@ -57,6 +57,39 @@ def test_textual_inversion_learns_only_the_new_token(tmp_path):
     assert guidance.prompt == "a _disc_" and torch.equal(row, learned["_disc_"])
 
 
+def test_float16_training_moves_the_embedding_as_float32_training_does(tmp_path):
+    """Under a float16 UNet the embedding's gradient must survive the backward pass.
+
+    The tiny UNet's output layer is scaled by 1e-3, so that the gradients it passes back are about 1e-3 times
+    smaller; in float16 arithmetic (run on the CPU) they then fall below float16's smallest subnormal, 6e-8.
+    Unscaled, most of the embedding's gradient flushes to zero and what is left is rounding noise, which Adam's
+    normalisation turns into full-size steps in a meaningless direction. (Stable Diffusion 1.5 is in the same regime
+    at 512 px: the loss gradient on each of its 16384 predicted latent values is about 3e-5 of the residual with 4
+    accumulation steps, already below float16's smallest normal number, 6.1e-5.) With the loss scaled (GradScaler),
+    the float16 run must move the embedding as the float32 run does: same direction, same distance."""
+    image = write_rgba(tmp_path / "disc.png")
+    moved = {}
+    for dtype in ("float32", "float16"):
+        components = load_stable_diffusion(tiny_sd_folder())
+        with torch.no_grad():
+            components.unet.conv_out.weight.mul_(1e-3)
+        table = components.text_encoder.get_input_embeddings().weight.detach()
+        init = table[components.tokenizer.encode("o", add_special_tokens=False)[0]].clone()
+        cfg = TextualInversionConfig(
+            image=image, output_dir=tmp_path / dtype, placeholder_token="_disc_", initializer_token="o", max_steps=3,
+            gradient_accumulation_steps=1, batch_size=2, learning_rate=5e-2, scale_lr=False, augment=False,
+            device="cpu", dtype=dtype,
+        )  # fmt: skip
+        result = train_textual_inversion(cfg, components=components)
+        assert components.unet.dtype == getattr(torch, dtype) and components.text_encoder.dtype == torch.float32
+        moved[dtype] = read_learned_embeds(result.embeddings_path)["_disc_"] - init
+    reference, half = moved["float32"], moved["float16"]
+    assert float(reference.norm()) > 0.1  # 3 Adam steps of 5e-2 on 32 values
+    assert float(torch.nn.functional.cosine_similarity(half, reference, dim=0)) > 0.95
+    ratio = float(half.norm() / reference.norm())
+    assert 0.8 < ratio < 1.25, f"float16 moved the embedding {ratio:.3g} times as far as float32"
+
+
 def test_augmentation_and_image_loading(tmp_path):
     image = load_object_image(write_rgba(tmp_path / "wide.png", size=(40, 20)), 16)
     assert image.shape == (3, 16, 16)

@@ -3,30 +3,42 @@
 :class:`DiffusionComponents` holds a UNet, a VAE, a noise scheduler and the encoders a model conditions on (a CLIP
 text encoder + tokenizer, or a CLIP image encoder). It loads from a local diffusers-layout folder (one subfolder
 per component, see :mod:`relight3d.priors.diffusion.loading`), writes the same layout back, moves its networks to a
-device and dtype, and does what every prior does with them: VAE encoding and decoding, and prompt encoding.
+device and dtype (the VAE in its own dtype where asked), and does what every prior does with them: VAE encoding and
+decoding, and prompt encoding.
+
+The sampler is chosen by name (:data:`SamplerName`): one of :mod:`relight3d.priors.diffusion.schedulers`' samplers on
+the checkpoint's noise schedule, or :data:`CHECKPOINT_SCHEDULER`, the scheduler class and settings the checkpoint's
+``scheduler/scheduler_config.json`` names (what a diffusers pipeline loaded from the folder samples with).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.errors import WeightsError
+from relight3d.errors import WeightsError, reading
 from relight3d.priors.base import per_view_noise
 from relight3d.priors.diffusion.loading import load_component, require_model_dir
 from relight3d.priors.diffusion.prompts import encode_prompts
-from relight3d.priors.diffusion.schedulers import load_scheduler
+from relight3d.priors.diffusion.schedulers import SchedulerName, load_scheduler, make_scheduler
 
 TEXT_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
 """Components of a text-conditioned model (Stable Diffusion, InstructPix2Pix, IC-Light), besides the scheduler."""
 IMAGE_PARTS = ("unet", "vae", "image_encoder")
 """Components of an image-conditioned model (Zero123, Neural Gaffer), besides the scheduler."""
+
+CHECKPOINT_SCHEDULER = "checkpoint"
+"""Sampler choice: the scheduler the checkpoint ships (``scheduler/scheduler_config.json``'s ``_class_name`` with its
+settings), as diffusers' pipelines use it when loaded from the folder (e.g. InstructPix2Pix's Euler ancestral)."""
+SamplerName = Union[SchedulerName, Literal["checkpoint"]]
+"""A sampler by name (:data:`~relight3d.priors.diffusion.schedulers.SCHEDULERS`), or the checkpoint's own."""
 
 GeneratorArg = Union[None, torch.Generator, Sequence[torch.Generator]]
 """Randomness of a VAE posterior sample: None (torch's global generator), one generator for the batch (as diffusers'
@@ -68,16 +80,21 @@ class DiffusionComponents:
     def from_pretrained(
         cls, model_path: Optional[Union[str, Path]], parts: Sequence[str], scheduler: str = "ddim", option: str = ""
     ) -> "DiffusionComponents":
-        """Load ``parts`` and the scheduler (as sampler ``scheduler``) from a local diffusers-layout folder.
+        """Load ``parts`` and the scheduler (as sampler ``scheduler``, a :data:`SamplerName`) from a local
+        diffusers-layout folder.
 
         Raises:
             ConfigError: ``model_path`` is None (``option`` names the setting).
-            WeightsError: a missing folder or component, or one that cannot be read (one line naming the path).
+            WeightsError: a missing folder, component or file, a tensor of the wrong shape, or a component that
+                cannot be read (one line naming the path).
         """
         path = require_model_dir(model_path, option or "model_path", [*parts, "scheduler"])
         classes = _component_classes()
+        if not (path / "scheduler" / "scheduler_config.json").is_file():
+            raise WeightsError(path / "scheduler", "missing scheduler_config.json")
         loaded = {name: load_component(classes[name], path, name) for name in parts}
-        return cls(scheduler=load_scheduler(path, scheduler), **loaded)
+        sampler = checkpoint_scheduler(path) if scheduler == CHECKPOINT_SCHEDULER else load_scheduler(path, scheduler)
+        return cls(scheduler=sampler, **loaded)
 
     @classmethod
     def from_parts(
@@ -112,10 +129,32 @@ class DiffusionComponents:
         return path
 
     # --- placement --------------------------------------------------------------------------------------------------
-    def to(self, device: Union[str, torch.device], dtype: Optional[torch.dtype] = None) -> "DiffusionComponents":
-        """Move the networks to ``device`` (and ``dtype``), in place; returns self."""
+    def to(
+        self,
+        device: Union[str, torch.device],
+        dtype: Optional[torch.dtype] = None,
+        vae_dtype: Optional[torch.dtype] = None,
+    ) -> "DiffusionComponents":
+        """Move the networks to ``device`` and ``dtype`` (None: keep), the VAE to ``vae_dtype`` (None: ``dtype``), in
+        place; returns self. :meth:`encode_images` and :meth:`decode_latents` cast at the VAE's boundary."""
         for net in self.networks():  # plain Module.to: diffusers' override warns on any dtype change
-            torch.nn.Module.to(net, device=torch.device(device), dtype=dtype)
+            net_dtype = vae_dtype if net is self.vae and vae_dtype is not None else dtype
+            torch.nn.Module.to(net, device=torch.device(device), dtype=net_dtype)
+        return self
+
+    def with_sampler(self, name: str, option: str = "scheduler") -> "DiffusionComponents":
+        """Replace the scheduler by a fresh sampler ``name`` (a :data:`SamplerName`) on its noise schedule; for
+        :data:`CHECKPOINT_SCHEDULER`, a fresh copy of the current scheduler (the one loaded from the checkpoint, or
+        given). Returns self.
+
+        Raises:
+            ConfigError: an unknown name (``option`` names the setting).
+        """
+        current = self.scheduler
+        if name == CHECKPOINT_SCHEDULER:
+            self.scheduler = type(current).from_config(current.config)
+        else:
+            self.scheduler = make_scheduler(name, current.config, option)
         return self
 
     def freeze(self) -> "DiffusionComponents":
@@ -194,6 +233,26 @@ class DiffusionComponents:
     def encode_prompts(self, prompts: Sequence[str]) -> Float[Tensor, "b n d"]:
         """CLIP embeddings (float32) of prompts, padded to the tokenizer's maximum length."""
         return encode_prompts(self.tokenizer, self.text_encoder, prompts, self.text_encoder.device)
+
+
+def checkpoint_scheduler(model_path: Path) -> Any:
+    """The scheduler ``model_path/scheduler/scheduler_config.json`` describes: the diffusers class its
+    ``_class_name`` names, with its settings (how ``DiffusionPipeline.from_pretrained`` builds it; only diffusers'
+    scheduler classes are accepted).
+
+    Raises:
+        WeightsError: the file is unreadable, or names no diffusers scheduler class.
+    """
+    import diffusers
+
+    path = Path(model_path) / "scheduler" / "scheduler_config.json"
+    with reading(path, "a scheduler config", error=WeightsError):
+        settings = json.loads(path.read_text())
+        name = settings.get("_class_name")
+    found = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if not (isinstance(found, type) and issubclass(found, diffusers.SchedulerMixin)):
+        raise WeightsError(path, f"_class_name {name!r} is not a diffusers scheduler class")
+    return found.from_config(settings)
 
 
 def widen_conv_in(unet: Any, in_channels: int) -> Any:
