@@ -43,6 +43,7 @@ def train_field(folder: Path, out: Path, steps: int) -> Path:
 def main() -> None:
     from relight3d.method_configs import gaffer_config
     from relight3d.pipelines.relight_run import RelightJob, run_relighting
+    from relight3d.pipelines.relight_stage2 import DEFAULT_STAGE2, STAGE2_PRESETS
     from relight3d.priors.registry import DEFAULT_PRIOR, PRIORS, prior_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--field-steps", type=int, default=1500)
     ap.add_argument("--stage1-steps", type=int, default=600)
     ap.add_argument("--stage2-steps", type=int, default=50)
+    ap.add_argument("--stage2-preset", default=DEFAULT_STAGE2, choices=sorted(STAGE2_PRESETS))
     ap.add_argument("--video-frames", type=int, default=0)
     ap.add_argument(
         "--estimate-source",
@@ -74,11 +76,13 @@ def main() -> None:
         field_seconds = time.perf_counter() - t0
         lights = json.loads((obj / "meta.json").read_text())["lights"]
         envmaps = [obj / light["file"] for light in lights[1:]]
+        method = gaffer_config(args.stage1_steps, args.stage2_steps, prior_config(args.prior, args.prior_path))
+        method.pipeline.stage2 = STAGE2_PRESETS[args.stage2_preset]()
         job = RelightJob(
             field_run=run,
             envmaps=envmaps,
             output=args.output / name / "relight",
-            method=gaffer_config(args.stage1_steps, args.stage2_steps, prior_config(args.prior, args.prior_path)),
+            method=method,
             video_frames=args.video_frames,
             estimate_source=args.estimate_source,
         )

@@ -25,6 +25,7 @@ import pickle
 import re
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +326,13 @@ class Relight3DTrainer(Trainer):
 
     config: Relight3DTrainerConfig
     exit_on_error: bool = True
+
+    def __init__(self, config: TrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        # nerfstudio builds its scaler with the deprecated torch.cuda.amp.GradScaler: a FutureWarning on stderr that
+        # the user cannot act on (and that would precede a bad-input error's one line).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler", category=FutureWarning)
+            super().__init__(config, local_rank, world_size)
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
         """Check the config and folders, remove stale temporary checkpoints, then nerfstudio's setup."""

@@ -11,6 +11,7 @@ every ``--help`` lists the defaults.
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 from typing import Callable, Iterator, Tuple
 
@@ -27,27 +28,36 @@ from relight3d.cli_types import (
 from relight3d.errors import ConfigError
 
 
-class RegisteredPriors:
-    """``--prior``'s choices: the names of :data:`relight3d.priors.registry.PRIORS`, read only when argparse checks a
-    value or prints ``relight3d relight --help``. The registry imports torch and nerfstudio (about 3 s), which
-    ``relight3d --help`` and the other subcommands should not wait for."""
+class RegisteredNames:
+    """An option's choices: the names in the table ``module.table`` (``--prior``: the priors' registry,
+    ``--stage2-preset``: the stage-2 presets), read only when argparse checks a value or prints ``relight3d relight
+    --help``. The registries import torch and nerfstudio (about 3 s), which ``relight3d --help`` and the other
+    subcommands should not wait for."""
+
+    def __init__(self, module: str, table: str) -> None:
+        self.module, self.table = module, table
 
     def __iter__(self) -> Iterator[str]:
-        from relight3d.priors.registry import PRIORS
-
-        return iter(sorted(PRIORS))
+        return iter(sorted(getattr(importlib.import_module(self.module), self.table)))
 
     def __contains__(self, name: object) -> bool:
         return name in set(self)
 
 
-class DefaultPrior:
-    """``--prior``'s default: :data:`relight3d.priors.registry.DEFAULT_PRIOR`, read when it is printed or used."""
+class RegisteredDefault:
+    """An option's default: the name ``module.name`` (e.g. ``DEFAULT_PRIOR``), read when it is printed or used."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
 
     def __str__(self) -> str:
-        from relight3d.priors.registry import DEFAULT_PRIOR
+        return str(getattr(importlib.import_module(self.module), self.name))
 
-        return DEFAULT_PRIOR
+
+PRIOR_REGISTRY = "relight3d.priors.registry"
+"""Where ``--prior``'s names come from."""
+STAGE2_REGISTRY = "relight3d.pipelines.relight_stage2"
+"""Where ``--stage2-preset``'s names come from."""
 
 
 def _textual_inversion(args: argparse.Namespace) -> int:
@@ -90,6 +100,7 @@ def _textual_inversion_options(p: argparse.ArgumentParser) -> None:
 def _relight(args: argparse.Namespace) -> int:
     from relight3d.method_configs import gaffer_config
     from relight3d.pipelines.relight_run import RelightJob, run_relighting
+    from relight3d.pipelines.relight_stage2 import STAGE2_PRESETS
     from relight3d.priors import registry
 
     if args.stage1_steps + args.stage2_steps == 0:
@@ -98,6 +109,7 @@ def _relight(args: argparse.Namespace) -> int:
         raise ConfigError("--strength", f"{len(args.strength)} strength(s) for {len(args.envmap)} --envmap map(s)")
     prior = registry.prior_config(str(args.prior), args.prior_path)  # looked up on the module: tests swap it
     method = gaffer_config(args.stage1_steps, args.stage2_steps, prior=prior)
+    method.pipeline.stage2 = STAGE2_PRESETS[str(args.stage2_preset)]()
     method.machine.device_type = resolve_device(args.device)
     job = RelightJob(
         field_run=Path(args.field_run),
@@ -125,8 +137,8 @@ def _relight_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--envmap", required=True, nargs="+", help="target environment maps (.exr / .hdr)")
     p.add_argument("--output", required=True, help="output folder (one run per map, videos, report)")
     p.add_argument(
-        "--prior", default=DefaultPrior(), choices=RegisteredPriors(), metavar="NAME",
-        help="the 2D relighting prior: %(choices)s",
+        "--prior", default=RegisteredDefault(PRIOR_REGISTRY, "DEFAULT_PRIOR"), metavar="NAME",
+        choices=RegisteredNames(PRIOR_REGISTRY, "PRIORS"), help="the 2D relighting prior: %(choices)s",
     )  # fmt: skip
     p.add_argument("--prior-path", default=None, help="local checkpoint folder of a prior with weights")
     p.add_argument(
@@ -136,6 +148,12 @@ def _relight_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rotation", type=finite_float, default=0.0, help="rotate the maps about the up axis (degrees)")
     p.add_argument("--stage1-steps", type=non_negative_int, default=2500, help="stage-1 iterations per map")
     p.add_argument("--stage2-steps", type=non_negative_int, default=500, help="stage-2 iterations per map")
+    p.add_argument(
+        "--stage2-preset", default=RegisteredDefault(STAGE2_REGISTRY, "DEFAULT_STAGE2"), metavar="NAME",
+        choices=RegisteredNames(STAGE2_REGISTRY, "STAGE2_PRESETS"),
+        help="stage 2's t* schedule, loss weights and learning rates: %(choices)s (neural-gaffer-public: the public "
+        "code's; its LPIPS-VGG loss needs LPIPS weights in $RELIGHT3D_LPIPS_WEIGHTS)",
+    )  # fmt: skip
     p.add_argument("--data", default=None, help="data folder (default: the trained run's)")
     p.add_argument("--video-frames", type=non_negative_int, default=48, help="rotating-light video frames (0: none)")
     add_device_argument(p, "where to train")

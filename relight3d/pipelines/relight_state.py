@@ -69,10 +69,6 @@ class RelightingState:
     """The training views' G-buffers, ``[n, h, w, c]`` each (see :mod:`relight3d.pipelines.relight_field`)."""
     source_origin: str = NO_SOURCE_LIGHT
     """Where the source light came from: ``"given: ..."``, ``"recorded by the data: ..."`` or ``"estimated ..."``."""
-    stage2_lr_scaled: bool = False
-    """Whether the learning rates were scaled for stage 2 (done once, also after resuming past stage 1)."""
-    lpips: Optional[Callable[[Tensor, Tensor], Tensor]] = None
-    """The LPIPS network of stage 2's LPIPS loss, loaded on first use."""
     timings: StageTimings = field(default_factory=StageTimings)
     """Wall time and work of the two stages."""
     memos: Dict[str, Tuple[Any, Any]] = field(default_factory=dict)
@@ -80,7 +76,7 @@ class RelightingState:
 
     def memo(self, name: str, key: Any, build: Callable[[], Any]) -> Any:
         """``build()``, kept under ``name`` until ``key`` changes (the maps are read once although stage 2 asks for
-        them every iteration; the shadows are traced once per field)."""
+        them every iteration; the shadows are traced once per field; stage 2's LPIPS network is loaded once)."""
         kept = self.memos.get(name)
         if kept is None or kept[0] != key:
             kept = self.memos[name] = (key, build())

@@ -13,9 +13,11 @@ The pipeline owns the prior; the model stays a radiance field. Read it top to bo
     lr 2e-2 for the appearance grids and 1e-3 for the basis / decoder; all config values).
   * **Stage 2** (:mod:`~relight3d.pipelines.relight_stage2`): each further iteration renders a full training view,
     refines it with the prior (SDEdit-style for diffusion priors: partial noising to ``t*`` then denoising) and fits
-    the render to the refined image with L1 (+ LPIPS when its weights are available) + image total variation.
-    ``t*`` is annealed from ``t_star_start`` to ``t_star_end`` (exponentially by default, as the paper describes;
-    the public code keeps it effectively constant, which ``t_star_schedule="constant"`` reproduces).
+    the render to the refined image with L1 (+ LPIPS when weighted) + image total variation. Its settings are one
+    nested :class:`~relight3d.pipelines.relight_stage2.Stage2Config` (``--pipeline.stage2.<name>``), chosen by
+    preset: relight3d's (``t*`` annealed exponentially 0.4 -> 0.05, as the paper describes) or
+    ``pipeline.stage2:neural-gaffer-public`` (the public code's: ``t*`` held at 0.4 until the last iterations, its
+    loss weights, squared TV, LPIPS-VGG, learning-rate decay).
 
   The lights come from :mod:`~relight3d.pipelines.relight_lights`; what the pipeline computes while it runs (the
   prior, G-buffers, caches, timings) sits in one plain :class:`~relight3d.pipelines.relight_state.RelightingState`,
@@ -31,7 +33,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -39,7 +41,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from torch import Tensor
 from torch.nn import Parameter
 
-from relight3d.errors import ConfigError, DataError
+from relight3d.errors import ConfigError, DataError, one_line
 from relight3d.pipelines.relight_field import (
     FieldCache,
     PackedVisibility,
@@ -52,7 +54,16 @@ from relight3d.pipelines.relight_field import (
 )
 from relight3d.pipelines.relight_lights import estimate_source_envmap, read_target_envmap, source_envmap_path
 from relight3d.pipelines.relight_stage1 import read_stage1_cache, relight_training_views, stage1_fingerprint
-from relight3d.pipelines.relight_stage2 import refine_render, resize_images, stage2_losses, stage2_lr_scaling, t_star_at
+from relight3d.pipelines.relight_stage2 import (
+    DEFAULT_STAGE2,
+    STAGE2_PRESETS,
+    Stage2Choice,
+    refine_render,
+    resize_images,
+    stage2_losses,
+    stage2_lr_scaling,
+    t_star_at,
+)
 from relight3d.pipelines.relight_state import RelightingState
 from relight3d.priors.base import RelightingPrior
 from relight3d.priors.registry import DEFAULT_PRIOR, PRIORS, PriorChoice
@@ -94,24 +105,10 @@ class RelightingPipelineConfig(VanillaPipelineConfig):
     """Stage-2 iterations (render a view, refine it with the prior, fit)."""
     stage1_batch_size: int = 8
     """Views per prior call in stage 1."""
-    stage2_render_scale: float = 1.0
-    """Stage-2 renders views at this fraction of the training resolution."""
-    t_star_start: float = 0.4
-    """Stage-2 noise level t* at its first iteration (fraction of the diffusion's timesteps)."""
-    t_star_end: float = 0.05
-    """Stage-2 noise level t* at its last iteration."""
-    t_star_schedule: Literal["exponential", "linear", "constant"] = "exponential"
-    """How t* moves from start to end over stage 2 ('constant' keeps t_star_start, like the public code)."""
-    stage2_lr_scale: float = 0.1
-    """Every learning rate is multiplied by this when stage 2 starts. A stage-2 iteration fits one view, and Adam's
-    normalised steps at the stage-1 rates drift the shared appearance basis and decoder: on the generated armadillo
-    under forest, 50 such iterations after 600 of stage 1 took the in-mask PSNR from 23.7 to 16.0 dB (raw)."""
-    stage2_l1_weight: float = 1.0
-    """Weight of the L1 loss between the render and its refined version."""
-    stage2_lpips_weight: float = 0.0
-    """Weight of LPIPS between the render and its refined version (needs LPIPS weights; see relight3d.eval)."""
-    stage2_tv_weight: float = 0.01
-    """Weight of the total variation of the rendered image."""
+    stage2: Stage2Choice = field(default_factory=STAGE2_PRESETS[DEFAULT_STAGE2])
+    """Stage 2's t* schedule, loss weights and learning rates, chosen by preset (``pipeline.stage2:<name>``, the
+    choices are :data:`relight3d.pipelines.relight_stage2.STAGE2_PRESETS`); each field can be overridden
+    (``--pipeline.stage2.<field>``)."""
     normal_fusion_resolution: int = 128
     """Cells per side of the voxel grid in which the training views' normals (density gradient + depth) are
     averaged into the ``"multiview_normals"`` G-buffer (:func:`relight3d.priors.normals.fuse_view_normals`);
@@ -156,6 +153,8 @@ class RelightingPipeline(VanillaPipeline):
 
             if min(config.stage1_steps, config.stage2_steps) < 0:
                 raise ConfigError("--pipeline.stage1-steps/--pipeline.stage2-steps", "must be >= 0")
+            if config.stage2_steps > 0 and config.stage2.lpips_weight > 0:
+                self._check_lpips_weights()
             check_strength("--pipeline.target-envmap-strength", config.target_envmap_strength)
             check_strength("--pipeline.source-envmap-strength", config.source_envmap_strength)
             self.target_envmap()
@@ -272,9 +271,9 @@ class RelightingPipeline(VanillaPipeline):
         if trainer is not None and self.config.cache_dir is None:
             self.state.base_dir = Path(trainer.base_dir)
         callbacks = super().get_training_callbacks(training_callback_attributes)
-        optimizers = training_callback_attributes.optimizers
-        if optimizers is not None and self.config.stage2_lr_scale != 1.0:
-            scale = stage2_lr_scaling(optimizers, self.config.stage1_steps, self.config.stage2_lr_scale, self.state)
+        optimizers, stage2 = training_callback_attributes.optimizers, self.config.stage2
+        if optimizers is not None and (stage2.lr_scale != 1.0 or stage2.lr_decay != 1.0):
+            scale = stage2_lr_scaling(optimizers, self.config.stage1_steps, stage2)
             callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], func=scale))
         return callbacks
 
@@ -321,23 +320,35 @@ class RelightingPipeline(VanillaPipeline):
 
     def stage2_loss_dict(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor], Dict[str, Tensor]]:
         """Stage-2 iteration ``step``: render a random training view, refine it with the prior, fit it."""
-        c = self.config
+        c, s2 = self.config, self.config.stage2
         i = int(torch.randint(len(self.datamanager.train_cameras), (1,), generator=self.state.generator))
         camera = self.datamanager.train_cameras[i : i + 1]
-        out = render_view(self.model, camera, scale=c.stage2_render_scale)
-        t_star = t_star_at(step, c.stage2_steps, c.t_star_start, c.t_star_end, c.t_star_schedule)
+        out = render_view(self.model, camera, scale=s2.render_scale)
+        num_steps = getattr(c.prior, "num_inference_steps", None)  # a diffusion prior's sampling steps
+        t_star = t_star_at(step, c.stage2_steps, s2.t_star_start, s2.t_star_end, s2.t_star_schedule, num_steps)
         with torch.no_grad():
-            size = tuple(out["rgb"].shape[:2]) if c.stage2_render_scale != 1.0 else None
+            size = tuple(out["rgb"].shape[:2]) if s2.render_scale != 1.0 else None
             inputs = self.prior_inputs(torch.tensor([i]), size)
             inputs["condition_images"] = resize_images(self.state.original_images[i : i + 1], size)
             c2w = camera.camera_to_worlds.cpu()
             refined = refine_render(self.prior, out, self.model.background, c2w, self.target_envmap(), t_star, inputs)
-        losses = stage2_losses(out["rgb"], refined, c, self._lpips)
+        losses = stage2_losses(out["rgb"], refined, s2, self._lpips)
         return out, losses, {"t_star": torch.tensor(t_star), "stage2_view": torch.tensor(i)}
 
     def _lpips(self) -> Any:
-        from relight3d.eval.lpips import load_lpips  # raises a one-line error without weights
+        from relight3d.eval.lpips import load_lpips
 
-        if self.state.lpips is None:
-            self.state.lpips = load_lpips(device=str(self.device))
-        return self.state.lpips
+        net = self.config.stage2.lpips_net
+        return self.state.memo("lpips", net, lambda: load_lpips(net, device=str(self.device)))
+
+    def _check_lpips_weights(self) -> None:
+        """Stop before training when stage 2's LPIPS loss is weighted but its network's weights are not here."""
+        from relight3d.eval.lpips import NOT_AVAILABLE, LPIPSWeightsNotFound, find_lpips_weights
+
+        s2 = self.config.stage2
+        try:
+            find_lpips_weights(s2.lpips_net)
+        except LPIPSWeightsNotFound as err:
+            missing = one_line(err).removeprefix(f"{NOT_AVAILABLE}: ")
+            problem = f"is {s2.lpips_weight}, but LPIPS-{s2.lpips_net} has no weights on this machine: {missing}"
+            raise ConfigError("--pipeline.stage2.lpips-weight", f"{problem} (or set it to 0)") from err

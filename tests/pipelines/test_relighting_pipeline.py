@@ -20,21 +20,12 @@ from relight3d.lighting import linear_to_srgb, srgb_to_linear
 from relight3d.method_configs import gaffer_config, tensorf_config
 from relight3d.pipelines.relight_field import load_field_run, render_view, straight_rgb
 from relight3d.pipelines.relight_stage1 import STAGE1_DIRS, relight_training_views
-from relight3d.pipelines.relight_stage2 import t_star_at
 from relight3d.pipelines.relight_state import RelightingState
 
 
 @pytest.fixture(scope="module")
 def target_map(tiny_object_folder: Path) -> Path:
     return tiny_object_folder / "envmaps" / "sky.exr"
-
-
-def test_t_star_schedules() -> None:
-    assert t_star_at(0, 100, 0.4, 0.05, "exponential") == pytest.approx(0.4)
-    assert t_star_at(99, 100, 0.4, 0.05, "exponential") == pytest.approx(0.05)
-    assert t_star_at(33, 100, 0.4, 0.05, "exponential") == pytest.approx(0.4 * (0.05 / 0.4) ** (33 / 99))
-    assert t_star_at(50, 100, 0.4, 0.05, "constant") == 0.4
-    assert t_star_at(99, 100, 0.4, 0.05, "linear") == pytest.approx(0.05)
 
 
 def test_straight_rgb_undoes_the_render_compositing() -> None:
@@ -61,7 +52,9 @@ def test_gaffer_is_registered() -> None:
     assert cfg.optimizers["decoder"]["optimizer"].lr == 1e-3
 
 
-def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_path: Path, shrink_config) -> None:
+def test_two_stages_end_to_end(
+    trained_object_run: Path, target_map: Path, tmp_path: Path, shrink_config, monkeypatch
+) -> None:
     trained_run = trained_object_run
     _, field_state, _ = load_field_run(trained_run)
     torch.manual_seed(0)
@@ -120,7 +113,7 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     assert ckpt is not None and load_checkpoint_file(ckpt)["step"] == 32
     # stage 2 ran at a tenth of the scheduled learning rates (the schedulers' base rates were scaled once)
     scheduler = trainer.optimizers.schedulers["appearance_grid"]
-    assert scheduler.base_lrs[0] == pytest.approx(0.02 * pipeline.config.stage2_lr_scale)
+    assert scheduler.base_lrs[0] == pytest.approx(0.02 * pipeline.config.stage2.lr_scale)
     # cast shadows: per object pixel, the transmittance towards the 288 shadow directions. A surface point sees
     # about the hemisphere around its normal, so roughly half of the directions are blocked by the object itself;
     # background pixels read 1.
@@ -166,7 +159,34 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     # (to within the 1/255 of accumulation below which the colour is taken to be the background's)
     assert torch.allclose(recomposited, outputs["rgb"].detach().cpu(), atol=1.01 / 255)
     assert float(losses["stage2_l1"]) < 1e-3
+
+    # the public stage-2 preset through the pipeline: its t* reaches the prior, its weights and LPIPS-VGG (on [0, 1]
+    # images as they are) make the losses; the LPIPS weights are random ones written where relight3d looks
+    from relight3d.eval.lpips import LPIPS
+    from relight3d.pipelines.relight_stage2 import STAGE2_PRESETS, image_total_variation, t_star_at
+
+    net = LPIPS("vgg")
+    torch.save({f"features.{k}": v for k, v in net.features.state_dict().items()}, tmp_path / "vgg16-397923af.pth")
+    torch.save({f"lin{k}.model.1.weight": h.weight.detach() for k, h in enumerate(net.heads)}, tmp_path / "vgg.pth")
+    monkeypatch.setenv("RELIGHT3D_LPIPS_WEIGHTS", str(tmp_path))
+    pipeline.config.stage2 = STAGE2_PRESETS["neural-gaffer-public"]()
+    asked = []
+    pipeline.prior.refine = lambda views, t_star: asked.append(t_star) or torch.full_like(views.images, 0.5)
+    outputs, losses, metrics = pipeline.stage2_loss_dict(2)
+    assert asked == [t_star_at(2, 3, 0.4, 0.05, "exponential-tail")]
+    assert float(metrics["t_star"]) == pytest.approx(asked[0])
+    rgb, acc = outputs["rgb"], outputs["accumulation"].clamp(0, 1)
+    refined = (0.5 * acc + (1 - acc) * pipeline.model.background).detach()
+    lpips = net(*((x.permute(2, 0, 1)[None] + 1) / 2 for x in (rgb, refined)))
+    expected = {
+        "stage2_l1": 0.5 * (rgb - refined).abs().mean(),
+        "stage2_tv": 1.0 * image_total_variation(rgb, "squared-mean"),
+        "stage2_lpips": 0.5 * lpips.mean(),
+    }
+    assert set(losses) == set(expected)
+    assert all(torch.allclose(losses[k], v, rtol=1e-4) for k, v in expected.items()), (losses, expected)
     del pipeline.prior.refine
+    pipeline.config.stage2 = STAGE2_PRESETS["relight3d"]()
 
     # stage 1 against a closed form: under uniform maps with the target half the source, a Lambertian prior scales
     # every object pixel's linear colour by 0.5 (the shading, the shadows and the bounce all scale with the light).
@@ -199,6 +219,8 @@ def test_two_stages_end_to_end(trained_object_run: Path, target_map: Path, tmp_p
     trainer2 = train(cfg2, None, tmp_path / "resumed", experiment_name="gaffer")
     assert (cache / "pred_image" / "000.png").stat().st_mtime_ns == stamp
     assert trainer2._start_step == 33
+    # the restored stage-2 learning rates were not scaled a second time
+    assert trainer2.optimizers.schedulers["appearance_grid"].base_lrs[0] == pytest.approx(0.02 * 0.1)
 
 
 def test_field_run_from_another_method_is_a_one_line_error(tmp_path: Path) -> None:
