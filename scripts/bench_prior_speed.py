@@ -23,13 +23,25 @@ benchmark measures that at about 0.3 s on this machine. Usage::
         [--size 128] [--steps 1 2] [--threads N]
 
 Building the networks takes about a minute; the whole run, about ten minutes on 2 cores.
+
+``--full`` times instead one stage-1 pass of each prior exactly as configured (its own steps, sampler, guidance,
+resolution and, for IC-Light's public preset, the high-resolution pass), measured rather than projected, and counts
+the UNet calls it makes; ``--priors all`` takes every entry of the prior registry (the ``-public`` presets too), and
+the networks of one architecture are built once and shared. ``--device cuda`` runs on a GPU (the priors' ``auto``
+dtype: float16), ``--tiny`` uses the tests' tiny random models at their native size (a quick dry run of the
+script), ``--json`` writes the results. The GPU check (``scripts/gpu_check.sh``) runs::
+
+    python scripts/bench_prior_speed.py --full --priors all --device cuda --json prior_speed.json
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
@@ -88,16 +100,81 @@ def text_encoder_and_tokenizer() -> Tuple[Any, Any]:
     return clip_text_encoder(49408, width=CLIP_L_WIDTH, layers=12, heads=12, intermediate=3072), tiny_tokenizer()
 
 
+@functools.cache
+def networks(kind: str, tiny: bool) -> Dict[str, Any]:
+    """Random networks of one architecture, built once per run: ``"image"`` (Neural Gaffer: 16-channel UNet at
+    256 px, CLIP image encoder) or ``"text"`` (IC-Light fc / InstructPix2Pix: 8-channel UNet at 512 px, CLIP text
+    encoder); released sizes, or the tests' tiny models (``tiny``)."""
+    from relight3d.priors.diffusion import testing
+
+    torch.manual_seed(0)
+    channels = 16 if kind == "image" else 8
+    parts = {"unet": testing.tiny_unet(channels) if tiny else unet(channels, 32 if kind == "image" else 64),
+             "vae": testing.tiny_vae() if tiny else vae()}  # fmt: skip
+    if kind == "image":
+        parts["image_encoder"] = clip_image_encoder() if tiny else image_encoder()
+    else:
+        tokenizer = tiny_tokenizer()
+        parts["tokenizer"] = tokenizer
+        parts["text_encoder"] = clip_text_encoder(len(tokenizer)) if tiny else text_encoder_and_tokenizer()[0]
+    return parts
+
+
+def build_configured(name: str, device: str, tiny: bool) -> Any:
+    """The registry's prior ``name`` as configured (its default or preset values), on random networks."""
+    from relight3d.priors.ic_light import ICLightPriorConfig
+    from relight3d.priors.instruct_pix2pix import InstructPix2PixPriorConfig
+    from relight3d.priors.neural_gaffer import NeuralGafferPriorConfig
+    from relight3d.priors.registry import prior_config
+
+    cfg = prior_config(name)
+    if isinstance(cfg, NeuralGafferPriorConfig):
+        kind = "image"
+    elif isinstance(cfg, (ICLightPriorConfig, InstructPix2PixPriorConfig)):
+        kind = "text"
+    else:
+        return cfg.setup(device=device)  # weight-free
+    if tiny and getattr(cfg, "resolution", None) is not None:
+        cfg.resolution = None  # the tiny model's native 16 px, not the released model's
+    parts = dict(networks(kind, tiny), scheduler=tiny_scheduler())
+    return cfg._target.from_components(cfg, device=device, **parts)
+
+
+def measure_configured(name: str, batch: PriorViews, device: str, tiny: bool) -> Dict[str, Any]:
+    """Seconds per view of one ``relight`` of the configured prior ``name`` (after a warm-up call), and the UNet
+    calls it made."""
+    t0 = time.perf_counter()
+    prior = build_configured(name, device, tiny)
+    out: Dict[str, Any] = {"build_seconds": time.perf_counter() - t0}
+    calls = [0]
+    hook = None
+    if hasattr(prior, "components"):
+        hook = prior.components.unet.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        out.update(resolution=prior.resolution, dtype=str(prior.dtype).replace("torch.", ""))
+        out["num_inference_steps"] = prior.config.num_inference_steps
+    prior.relight(batch)  # warm-up (allocations, lazy set-up, kernel selection)
+    calls[0] = 0
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    out["seconds_per_view"] = _time(lambda: prior.relight(batch), device) / batch.images.shape[0]
+    if hook is not None:
+        hook.remove()
+        out["unet_calls"] = calls[0]
+    if device == "cuda":
+        out["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
 def build_prior(name: str, steps: int) -> Tuple[Any, int, int]:
     """The prior ``name`` at ``steps`` DDIM steps with random weights; also returns its default DDIM step count and
     the number of those steps its ``relight`` runs (IC-Light starts from its lighting preview, part-way)."""
-    torch.manual_seed(0)
     if name == "neural-gaffer":
         from relight3d.priors.neural_gaffer import NeuralGafferPrior, NeuralGafferPriorConfig
 
         cfg = NeuralGafferPriorConfig()
         default, cfg.num_inference_steps = cfg.num_inference_steps, steps
-        parts = {"unet": unet(16, 32), "vae": vae(), "image_encoder": image_encoder(), "scheduler": tiny_scheduler()}
+        parts = dict(networks("image", False), scheduler=tiny_scheduler())
         return NeuralGafferPrior.from_components(cfg, **parts), default, default
     if name in ("ic-light", "instruct-pix2pix"):
         if name == "ic-light":
@@ -112,14 +189,7 @@ def build_prior(name: str, steps: int) -> Tuple[Any, int, int]:
         if name == "ic-light":  # time whole runs from noise; the default run does floor(N * strength) steps
             executed = math.floor(default * cfg.lighting_preview_strength)
             cfg.lighting_preview_strength = 1.0
-        encoder, tokenizer = text_encoder_and_tokenizer()
-        parts = {
-            "unet": unet(8, 64),
-            "vae": vae(),
-            "text_encoder": encoder,
-            "tokenizer": tokenizer,
-            "scheduler": tiny_scheduler(),
-        }
+        parts = dict(networks("text", False), scheduler=tiny_scheduler())
         return Prior.from_components(cfg, **parts), default, executed
     if name == "physical":
         from relight3d.priors.physical import PhysicalPrior, PhysicalPriorConfig
@@ -155,9 +225,11 @@ def sphere_views(n: int, size: int) -> Dict[str, torch.Tensor]:
     }
 
 
-def _time(fn: Callable[[], object]) -> float:
+def _time(fn: Callable[[], object], device: str = "cpu") -> float:
     t0 = time.perf_counter()
     fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -203,13 +275,23 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="side of the input views (the benchmark's 128 px)")
     ap.add_argument("--steps", type=int, nargs="*", default=[1, 2], help="DDIM step counts actually timed")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--full", action="store_true", help="time one pass of each prior as configured (measured)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--tiny", action="store_true", help="the tests' tiny models instead of the released sizes")
+    ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if len(set(args.steps)) < 2:
-        raise SystemExit("bench_prior_speed: --steps needs at least two different step counts")
+    if args.priors == ["all"]:
+        from relight3d.priors.registry import PRIORS
+
+        args.priors = list(PRIORS)
     views = sphere_views(args.views, args.size)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.views} view(s) of {args.size} px")
+    if args.full:
+        return run_full(args, views)
+    if len(set(args.steps)) < 2:
+        raise SystemExit("bench_prior_speed: --steps needs at least two different step counts")
     results = {}
     for name in args.priors:
         with torch.inference_mode():
@@ -240,6 +322,32 @@ def main() -> None:
             f"| {name} | {steps} | {p['per_step']:.2f} | {p['fixed']:.2f} | {1 / p['relight_default']:.4f} |"
             f" {p['refine_0.4']:.1f} / {p['refine_0.05']:.1f} | {ratio} |"
         )
+
+
+def run_full(args: argparse.Namespace, views: Dict[str, Any]) -> None:
+    """``--full``: one measured pass per prior as configured; a prior that fails is reported, the others still run
+    (exit code 1)."""
+    batch = PriorViews(
+        views["images"], views["masks"], views["cameras"], views["target"], generator=0, gbuffers=views["gbuffers"],
+        source_envmap=views["source"],
+    )  # fmt: skip
+    results: Dict[str, Any] = {}
+    errors: Dict[str, str] = {}
+    for name in args.priors:
+        try:
+            with torch.inference_mode():
+                results[name] = r = measure_configured(name, batch, args.device, args.tiny)
+        except Exception as err:  # why: one prior's failure must not hide the others' timings
+            errors[name] = f"{type(err).__name__}: {err}"
+            print(f"{name}: failed: {errors[name]}", flush=True)
+            continue
+        print(f"{name}: built in {r['build_seconds']:.1f} s; {r['seconds_per_view']:.3f} s per view, "
+              f"{r.get('unet_calls', 0)} UNet calls at {r.get('resolution', args.size)} px", flush=True)  # fmt: skip
+    if args.json:
+        run = {"device": args.device, "tiny": args.tiny, "views": args.views, "size": args.size}
+        args.json.write_text(json.dumps({**run, "results": results, "errors": errors}, indent=2))
+    if errors:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

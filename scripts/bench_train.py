@@ -3,7 +3,12 @@
 Each method trains on the same Blender-format scene for the same wall-clock budget (evaluation and checkpointing
 are switched off during the budget), then every held-out view is rendered and scored against its RGBA ground truth
 composited on white: PSNR over the full image and inside the object mask (alpha > 0.5), and SSIM. Rays/s counts
-training rays only. Ratios are printed against the peer (nerfstudio's ``tensorf`` by default).
+training rays only (per iteration, so nerfstudio's dynamic ray batches of ``instant-ngp`` count right), after
+``--warmup`` iterations that are not timed. Ratios are printed against the peer (nerfstudio's ``tensorf`` by
+default). A method that fails is reported and the others still run (exit code 1).
+
+nerfstudio's own methods read the scene with its Blender dataparser (images composited on white) and render a white
+background; otherwise they keep nerfstudio's settings (``instant-ngp``: mixed precision on a GPU, nerfacc sampling).
 
 Example::
 
@@ -44,23 +49,36 @@ def method_config(name: str):  # noqa: ANN201
     if name not in all_methods:
         raise SystemExit(f"bench_train: unknown method {name!r}")
     cfg = copy.deepcopy(all_methods[name])
-    if name in ("tensorf", "instant-ngp", "nerfacto"):
+    if not name.startswith("relight3d-"):
         import torchmetrics.image.lpip
+        from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
         # nerfstudio's models import this class inside populate_modules, so patch it where it is defined.
         torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity = _UnavailableLPIPS
+        if not isinstance(cfg.pipeline.datamanager.dataparser, BlenderDataParserConfig):
+            cfg.pipeline.datamanager.dataparser = BlenderDataParserConfig()
+        if getattr(cfg.pipeline.model, "background_color", "white") != "white":
+            cfg.pipeline.model.background_color = "white"  # the Blender dataparser composites the images on white
     return cfg
 
 
-def train_for(name: str, data: Path, seconds: float, output: Path) -> Dict[str, float]:
-    """Train ``name`` for ``seconds`` of wall time, then score it on the scene's test split."""
+def _clock(device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def train_for(name: str, data: Path, seconds: float, output: Path, device: str = "cpu", warmup: int = 0) -> Dict:
+    """Train ``name`` for ``warmup`` iterations, then for ``seconds`` of wall time, then score it on the scene's
+    test split."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     from relight3d.engine.run import evaluate_views
 
     cfg = method_config(name)
-    cfg.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg.mixed_precision = False
+    cfg.machine.device_type = device
+    if name.startswith("relight3d-"):
+        cfg.mixed_precision = False
     cfg.vis = "tensorboard"
     cfg.max_num_iterations = 1_000_000
     cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10_000_000
@@ -73,23 +91,31 @@ def train_for(name: str, data: Path, seconds: float, output: Path) -> Dict[str, 
     cfg.set_timestamp()
     trainer = cfg.setup(local_rank=0, world_size=1)
     trainer.setup()
-    state = {"start": None, "steps": 0}
+    state = {"iterations": 0, "start": None, "end": None, "steps": 0, "rays": 0}
 
-    def stop_when_done(step: int) -> None:
-        if state["start"] is None:
-            state["start"] = time.perf_counter()
-        state["steps"] += 1
-        if time.perf_counter() - state["start"] >= seconds:
-            trainer.stop_training = True
+    def before(step: int) -> None:  # the batch this iteration draws has the sampler's current size
+        if state["iterations"] == warmup:
+            state["start"] = _clock(device)
+        if state["start"] is not None:
+            state["rays"] += trainer.pipeline.datamanager.get_train_rays_per_batch()
 
-    trainer.callbacks.append(
-        TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], func=stop_when_done)
-    )
-    t0 = time.perf_counter()
+    def after(step: int) -> None:
+        state["iterations"] += 1
+        if state["start"] is not None:
+            state["steps"] += 1
+            if time.perf_counter() - state["start"] >= seconds:
+                state["end"] = _clock(device)
+                trainer.stop_training = True
+
+    trainer.callbacks += [
+        TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], func=before),
+        TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN_ITERATION], func=after),
+    ]
     trainer.train()
-    wall = time.perf_counter() - (state["start"] or t0)
-    steps = state["steps"] - 1  # the last callback only stopped the loop
-    rays = steps * trainer.pipeline.datamanager.get_train_rays_per_batch()
+    if state["start"] is None:
+        raise RuntimeError(f"{name} stopped after {state['iterations']} iterations, within the warm-up")
+    wall = (state["end"] or _clock(device)) - state["start"]
+    steps, rays = state["steps"], state["rays"]
     dataset = trainer.pipeline.datamanager.eval_dataset
     metrics = evaluate_views(
         trainer.pipeline.model,
@@ -97,7 +123,8 @@ def train_for(name: str, data: Path, seconds: float, output: Path) -> Dict[str, 
         list(dataset._dataparser_outputs.image_filenames),
         out_dir=output / name / "test_views",
     )
-    metrics.update({"method": name, "iterations": steps, "train_seconds": wall, "rays_per_second": rays / wall})
+    metrics.update({"method": name, "iterations": steps, "train_seconds": wall, "rays_per_second": rays / wall,
+                    "warmup_iterations": warmup})  # fmt: skip
     return metrics
 
 
@@ -108,12 +135,21 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["relight3d-tensorf", "tensorf"])
     parser.add_argument("--peer", default="tensorf", help="method the ratios are taken against")
     parser.add_argument("--output", type=Path, default=Path("outputs/bench_train"))
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if visible")
+    parser.add_argument("--warmup", type=int, default=5, help="iterations before the timed budget starts")
+    parser.add_argument("--json", type=Path, help="also write the results and the run's settings here")
     args = parser.parse_args()
+    device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
 
-    results = {}
+    results, errors = {}, {}
     for name in args.methods:
-        print(f"== {name}: training for {args.seconds:.0f} s on {args.data}", flush=True)
-        results[name] = train_for(name, args.data.expanduser(), args.seconds, args.output)
+        print(f"== {name}: training for {args.warmup} + {args.seconds:g} s on {args.data} ({device})", flush=True)
+        try:
+            results[name] = train_for(name, args.data.expanduser(), args.seconds, args.output, device, args.warmup)
+        except Exception as err:  # why: one method's failure (a missing kernel, say) must not hide the others'
+            errors[name] = f"{type(err).__name__}: {err}"
+            print(f"bench_train: {name} failed: {errors[name]}", flush=True)
+            continue
         print(json.dumps(results[name], indent=1), flush=True)
 
     peer = results.get(args.peer)
@@ -135,6 +171,11 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=2))
     (args.output / "table.txt").write_text(table + "\n")
+    if args.json:
+        run = {"device": device, "seconds": args.seconds, "warmup": args.warmup, "data": str(args.data)}
+        args.json.write_text(json.dumps({**run, "peer": args.peer, "results": results, "errors": errors}, indent=2))
+    if errors:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
