@@ -10,6 +10,14 @@ The VM section times TensoRF's feature lookup (:func:`relight3d.ops.sample_vm_fe
 ``--vm-points`` points along rays (sorted by ray, as in training), grid_sample reference vs compiled kernels, and
 then relight3d-tensorf training with either implementation of that op (everything else compiled), the two runs
 alternating step by step so that both see the same load. ``--only vm`` runs just these.
+
+The hash section times the hash encoding (:func:`relight3d.ops.hash_encoding`) with the NGP field's default grid
+(:class:`~relight3d.fields.ngp_field.NGPFieldSettings`: 12 levels x 2 features, 2^17 rows per level, resolutions 16
+to 512) on 2^15 to 2^19 points along rays (``--hash-log2-points``): the torch reference vs the compiled CPU kernels
+(vs the CUDA kernels and tinycudann where present), forward and forward + backward w.r.t. the table, and the normals
+path (forward, gradient w.r.t. the positions with ``create_graph=True``, backward of a loss on it to the table),
+each with its speed-up over the reference, and the peak RSS of the process after each size. ``--only hash`` runs
+just these.
 """
 
 from __future__ import annotations
@@ -18,13 +26,26 @@ import argparse
 import contextlib
 import functools
 import math
+import resource
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
+from torch import Tensor
 
-from relight3d.ops import PackedOccupancy, StepSchedule, _backend, _torch_impl
+from relight3d._optional import tinycudann
+from relight3d.fields.ngp_field import NGPFieldSettings
+from relight3d.ops import (
+    HashGridLayout,
+    PackedOccupancy,
+    StepSchedule,
+    _backend,
+    _dispatch,
+    _torch_impl,
+    hash_grid_layout,
+)
+from relight3d.ops.hash_encoding import per_level_scale
 
 Run = Callable[..., Any]
 """``run(op, *args)``: one implementation of the ops, called with all the arguments of the public op, positionally,
@@ -32,7 +53,7 @@ grids and step schedules unpacked (``*PackedOccupancy(...)``)."""
 
 
 def reference_run(op: str, *args: Any) -> Any:
-    return getattr(_torch_impl, op)(*args)
+    return _dispatch.reference(op)(*args)
 
 
 def compiled_run(op: str, *args: Any) -> Any:
@@ -153,7 +174,13 @@ def main() -> None:
         default=60,
         help="training iterations timed per method and backend (0 skips the training benchmark)",
     )
-    parser.add_argument("--only", choices=("all", "ray-marching", "vm"), default="all", help="sections to run")
+    parser.add_argument("--only", choices=("all", "ray-marching", "vm", "hash"), default="all", help="sections to run")
+    parser.add_argument(
+        "--hash-log2-points", type=int, nargs="*", default=[15, 16, 17, 18, 19], help="log2 of the hash section's sizes"
+    )
+    parser.add_argument(
+        "--hash-normals-max-log2", type=int, default=17, help="largest log2 size at which the normals path is timed"
+    )
     parser.add_argument("--vm-points", type=int, default=100_000, help="points of the VM sampling benchmark")
     parser.add_argument(
         "--vm-train-steps",
@@ -178,6 +205,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.only in ("all", "hash"):
+        bench_hash(args.hash_log2_points, args.repeats, args.hash_normals_max_log2)
+    if args.only == "hash":
+        return
     if args.only in ("all", "vm"):
         bench_vm(args.vm_points, args.repeats)
         if args.vm_train_steps > 0:
@@ -401,6 +432,103 @@ def bench_vm_training(steps: int, res: int, warmup: int = 30, clock: str = "wall
         f"{rate['grid_sample'] / 1e3:.2f} K {unit}, compiled {rate['compiled'] / 1e3:.2f} K {unit} "
         f"({rate['compiled'] / rate['grid_sample']:.2f}x)"
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hash encoding
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mib() -> float:
+    """The process's peak resident memory so far (it never goes down)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+HashImpl = Tuple[torch.device, Callable[[Tensor, Tensor], Tensor], Callable[[Tensor], List[Tensor]]]
+"""An implementation of the hash encoding to time: its device, ``encode(points, table)``, and ``wrt(table)``: the
+tensors its backward differentiates (the table, or tinycudann's own parameters)."""
+
+
+def _hash_implementations(settings: NGPFieldSettings, layout: HashGridLayout) -> Dict[str, HashImpl]:
+    """The implementations to time, by name: the torch reference, the compiled CPU kernels, and on a GPU the CUDA
+    kernels and tinycudann (where they are present)."""
+    cpu, impls = torch.device("cpu"), {}
+    table_only = lambda t: [t]  # noqa: E731
+    impls["torch"] = (cpu, lambda x, t: reference_run("hash_encoding", x, t, *layout), table_only)
+    ext = _backend.extension()
+    if ext is not None and hasattr(ext, "hash_encoding_fwd"):
+        compiled = lambda x, t: compiled_run("hash_encoding", x, t, *layout)  # noqa: E731
+        impls["cpu"] = (cpu, compiled, table_only)
+        if torch.cuda.is_available() and getattr(ext, "WITH_CUDA", False):
+            impls["cuda"] = (torch.device("cuda"), compiled, table_only)
+    else:
+        print("\ncompiled hash-encoding kernels unavailable: only the torch reference is timed")
+    tcnn = tinycudann()
+    if tcnn is not None and torch.cuda.is_available():
+        s = settings
+        config = {"otype": "HashGrid", "n_levels": s.n_levels, "n_features_per_level": s.features_per_level,
+                  "log2_hashmap_size": s.log2_table_size, "base_resolution": s.base_resolution,
+                  "per_level_scale": per_level_scale(s.n_levels, s.base_resolution, s.max_resolution)}  # fmt: skip
+        encoding = tcnn.Encoding(3, config, dtype=torch.float32)
+        impls["tcnn"] = (torch.device("cuda"), lambda x, t: encoding(x), lambda t: list(encoding.parameters()))
+    return impls
+
+
+def bench_hash(log2_points: List[int], repeats: int, normals_max_log2: int) -> None:
+    """Hash encoding with the NGP field's default grid: every implementation, interleaved, at each size."""
+    s = NGPFieldSettings()
+    layout = hash_grid_layout(s.n_levels, s.log2_table_size, s.base_resolution, s.max_resolution)
+    impls = _hash_implementations(s, layout)
+    g = torch.Generator().manual_seed(0)
+    table_cpu = 1e-2 * torch.randn(layout.offsets[-1], s.features_per_level, generator=g)
+    print(
+        f"\nhash_encoding, the NGP field's defaults ({s.n_levels} levels x {s.features_per_level} features, "
+        f"2^{s.log2_table_size} rows per level, resolutions {s.base_resolution}..{s.max_resolution}, "
+        f"{layout.offsets[-1]} rows), points along rays, {torch.get_num_threads()} CPU threads; median ms of "
+        f"{repeats} (implementations interleaved). fwd+bwd: gradient w.r.t. the table; normals: forward, gradient "
+        f"w.r.t. the points with create_graph=True, backward of a loss on it to the table (up to 2^{normals_max_log2} "
+        f"points); x: the reference's time over this one's; peak RSS: the process's, after the size"
+    )
+    kinds = ("fwd", "fwd+bwd", "normals")
+    header = f"{'points':>8}{'impl':>7}" + "".join(f"{f'{k} ms':>13}" for k in kinds)
+    header += "".join(f"{f'{k} x':>12}" for k in kinds) + f"{'peak RSS MiB':>14}"
+    print(header)
+    print("-" * len(header))
+    for log2 in log2_points:
+        n = 2**log2
+        x_cpu = (vm_points_along_rays(n, seed=log2) + 1.0) * 0.5
+        cot_cpu = torch.randn(n, s.n_levels * s.features_per_level, generator=g)
+        v_cpu = torch.randn(n, 3, generator=g)
+        times: Dict[Tuple[str, str], List[float]] = {(name, k): [] for name in impls for k in kinds}
+        for rep in range(repeats + 1):  # the first round warms up
+            for name, (device, encode, wrt) in impls.items():
+                sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+                x, cot, v = x_cpu.to(device), cot_cpu.to(device), v_cpu.to(device)
+                table = table_cpu.to(device).requires_grad_()
+                sync()
+                t0 = time.perf_counter()
+                out = encode(x, table)
+                sync()
+                t1 = time.perf_counter()
+                torch.autograd.grad(out, wrt(table), cot.to(out.dtype))
+                sync()
+                t2 = time.perf_counter()
+                if rep > 0:
+                    times[(name, "fwd")].append((t1 - t0) * 1e3)
+                    times[(name, "fwd+bwd")].append((t2 - t0) * 1e3)
+                if log2 <= normals_max_log2 and name != "tcnn":
+                    pts = x.clone().requires_grad_()
+                    t3 = time.perf_counter()
+                    (grad_x,) = torch.autograd.grad((encode(pts, table) * cot).sum(), pts, create_graph=True)
+                    torch.autograd.grad((grad_x * v).sum(), table)
+                    sync()
+                    if rep > 0:
+                        times[(name, "normals")].append((time.perf_counter() - t3) * 1e3)
+        med = {c: statistics.median(t) if t else float("nan") for c, t in times.items()}
+        for name in impls:
+            row = f"{f'2^{log2}':>8}{name:>7}" + "".join(f"{med[(name, k)]:>13.1f}" for k in kinds)
+            row += "".join(f"{med[('torch', k)] / med[(name, k)]:>11.1f}x" for k in kinds)
+            print(row + f"{_peak_rss_mib():>14.0f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-// Python bindings of relight3d._C: one <op>_fwd (and <op>_bwd where gradients flow) per op (ray marching, and the
-// sampling of TensoRF's VM decomposition), and WITH_CUDA telling whether the CUDA kernels were compiled in. The
-// Python side is relight3d/ops/_wrapper.py.
+// Python bindings of relight3d._C: one <op>_fwd (and <op>_bwd where gradients flow, <op>_bwd_bwd for the hash
+// encoding's second derivatives) per op (ray marching, the sampling of TensoRF's VM decomposition, the hash
+// encoding), and WITH_CUDA telling whether the CUDA kernels were compiled in. The Python side is
+// relight3d/ops/_wrapper.py.
 #include <torch/extension.h>
 
 #include "ops.h"
@@ -32,4 +33,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("composite_rays_inference_fwd", &r::composite_rays_inference_fwd);
   m.def("sample_vm_features_fwd", &r::sample_vm_features_fwd);
   m.def("sample_vm_features_bwd", &r::sample_vm_features_bwd);
+  m.def("hash_encoding_fwd", &r::hash_encoding_fwd);
+  m.def("hash_encoding_bwd", &r::hash_encoding_bwd);
+  m.def("hash_encoding_bwd_bwd", &r::hash_encoding_bwd_bwd);
 }

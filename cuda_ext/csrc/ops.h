@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace relight3d {
 
@@ -82,6 +83,24 @@ Tensor sample_vm_features_fwd(const Tensor& planes, const Tensor& lines, const T
 // returns (grad_planes, grad_lines); no gradient w.r.t. xyz
 std::tuple<Tensor, Tensor> sample_vm_features_bwd(const Tensor& grad_out, const Tensor& planes, const Tensor& lines,
                                                   const Tensor& xyz);
+
+// Multiresolution hash encoding (see hash_encoding.h): positions [n, 3], table [rows, F], the layout's fields
+// (relight3d.ops.HashGridLayout); returns the features [n, levels * F] (column l * F + k)
+Tensor hash_encoding_fwd(const Tensor& positions, const Tensor& table, const std::vector<double>& scales,
+                         const std::vector<int64_t>& resolutions, const std::vector<int64_t>& offsets,
+                         const std::vector<bool>& dense);
+// returns (grad_table, grad_positions), each None unless asked for
+std::tuple<OptTensor, OptTensor> hash_encoding_bwd(const Tensor& grad_out, const Tensor& positions,
+                                                   const Tensor& table, const std::vector<double>& scales,
+                                                   const std::vector<int64_t>& resolutions,
+                                                   const std::vector<int64_t>& offsets, const std::vector<bool>& dense,
+                                                   bool need_table, bool need_positions);
+// the derivatives of <grad_grad_positions, grad_positions> w.r.t. (grad_out, table, positions), each None unless
+// asked for
+std::tuple<OptTensor, OptTensor, OptTensor> hash_encoding_bwd_bwd(
+    const Tensor& grad_grad_positions, const Tensor& grad_out, const Tensor& positions, const Tensor& table,
+    const std::vector<double>& scales, const std::vector<int64_t>& resolutions, const std::vector<int64_t>& offsets,
+    const std::vector<bool>& dense, bool need_grad_out, bool need_table, bool need_positions);
 
 #define R3D_DEVICE_SPECIFIC_OPS                                                                                   \
   Tensor occupancy_grid_update_fwd(const Tensor& density_grid, const Tensor& indices, const Tensor& values,      \

@@ -14,7 +14,7 @@ NamedTuple class (:class:`~relight3d.ops.march_inputs.PackedOccupancy`) are chec
 The body then checks what annotations cannot say (e.g. the bitfield's length for the grid's layout) and returns
 :func:`run`, which computes the op by the compiled kernels (:mod:`relight3d.ops._wrapper`) when the extension is
 loaded for the tensors' device and can (:func:`relight3d.ops._wrapper.can_run`), and by the torch reference
-(:mod:`relight3d.ops._torch_impl`) otherwise.
+(:mod:`relight3d.ops._torch_impl`, :mod:`relight3d.ops._torch_hash` for the hash encoding) otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 import torch
 from torch import Tensor
 
-from relight3d.ops import _backend, _torch_impl, _wrapper
+from relight3d.ops import _backend, _torch_hash, _torch_impl, _wrapper
 from relight3d.ops.march_inputs import PackedOccupancy, StepSchedule
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,12 +128,17 @@ def public_op(fn: F) -> F:
     return typing.cast(F, checked)
 
 
+def reference(op: str) -> Callable[..., Any]:
+    """The torch reference of ``op``: :mod:`._torch_impl`'s function, or :mod:`._torch_hash`'s for the hash encoding."""
+    return getattr(_torch_hash if op == "hash_encoding" else _torch_impl, op)
+
+
 def implementation(op: str, args: Sequence[Any]) -> Callable[..., Any]:
     """The function that computes ``op`` on ``args``: the compiled kernels or the torch reference."""
     device = next(x.device for x in args if isinstance(x, Tensor))
     if _backend.active_backend(device.type, op) != "torch" and _wrapper.can_run(op, args):
         return functools.partial(_wrapper.run, op)
-    return getattr(_torch_impl, op)
+    return reference(op)
 
 
 def run(op: str, *args: Any) -> Any:

@@ -11,7 +11,8 @@ The differentiable ops go through private :class:`torch.autograd.Function` s who
 kernels. Their kernels differentiate with respect to some inputs only (:data:`_KERNEL_GRADS`: sigmas, weights,
 values, rgbs, planes, lines); the other ops have no backward kernel at all. Where autograd would need a gradient the
 kernels do not provide (``t_starts``, ``rays_o`` or the points ``xyz`` requiring grad), :func:`can_run` is false and
-the op runs the reference instead, so gradients are never dropped silently.
+the op runs the reference instead, so gradients are never dropped silently. The hash encoding's kernels give every
+gradient (positions and table), and second derivatives too.
 """
 
 from __future__ import annotations
@@ -148,11 +149,73 @@ class _SampleVMFeatures(torch.autograd.Function):
         return _grads(ctx, *_ext().sample_vm_features_bwd(grad_out.contiguous(), planes, lines, xyz))
 
 
+class _HashEncoding(torch.autograd.Function):
+    """Hash-grid features; backward w.r.t. ``positions`` and ``table`` by :class:`_HashEncodingBackward`, whose own
+    backward gives the second derivatives (normals by autograd, trained with ``create_graph=True``).
+
+    The inputs as given are saved, not their contiguous copies: with ``create_graph=True`` the backward's graph must
+    reach them.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, positions: Tensor, table: Tensor, *layout: Any) -> Tensor:
+        ctx.save_for_backward(positions, table)
+        ctx.layout = layout
+        return _ext().hash_encoding_fwd(_kernel_arg(positions), _kernel_arg(table), *layout)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
+        positions, table = ctx.saved_tensors
+        need_positions, need_table = ctx.needs_input_grad[:2]
+        grad_table, grad_positions = _HashEncodingBackward.apply(
+            grad_out, positions, table, ctx.layout, need_table, need_positions
+        )
+        return _grads(ctx, grad_positions, grad_table)
+
+
+class _HashEncodingBackward(torch.autograd.Function):
+    """``(grad_table, grad_positions)`` of the hash encoding for the cotangent ``grad_out`` (None where not asked for).
+
+    Backward, for cotangents ``(t, v)`` of the two: ``hash_encoding_bwd_bwd`` takes ``v``; ``grad_table`` is
+    ``sum w_c(positions) grad_out`` scattered to the corners, so ``t`` adds the features of table ``t`` to the
+    gradient w.r.t. ``grad_out`` and the position gradient with table ``t`` to that w.r.t. ``positions``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, grad_out: Tensor, positions: Tensor, table: Tensor, layout: Tuple[Any, ...],
+                need_table: bool, need_positions: bool) -> Tuple[Optional[Tensor], Optional[Tensor]]:  # fmt: skip
+        ctx.save_for_backward(grad_out, positions, table)
+        ctx.layout = layout
+        ctx.set_materialize_grads(False)
+        g, x, t = (_kernel_arg(a) for a in (grad_out, positions, table))
+        return _ext().hash_encoding_bwd(g, x, t, *layout, need_table, need_positions)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_table: Optional[Tensor], d_positions: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+        g, x, t = (_kernel_arg(a) for a in ctx.saved_tensors)
+        need_g, need_x, need_t = ctx.needs_input_grad[:3]
+        dg = dx = dt = None
+        if d_positions is not None:
+            dg, dt, dx = _ext().hash_encoding_bwd_bwd(_kernel_arg(d_positions), g, x, t, *ctx.layout, need_g,
+                                                      need_t, need_x)  # fmt: skip
+        if d_table is not None:
+            d_table = _kernel_arg(d_table)
+            if need_g:  # (a point with a NaN coordinate adds nothing to grad_table: zero, not the NaN features)
+                features = _ext().hash_encoding_fwd(x, d_table, *ctx.layout).masked_fill(x.isnan().any(-1, True), 0.0)
+                dg = features if dg is None else dg + features
+            if need_x:
+                _, grad_x = _ext().hash_encoding_bwd(g, x, d_table, *ctx.layout, False, True)
+                dx = grad_x if dx is None else dx + grad_x
+        return _grads(ctx, dg, dx, dt)
+
+
 _AUTOGRAD: Dict[str, Type[torch.autograd.Function]] = {
     "render_weights": _RenderWeights,
     "accumulate_along_rays": _Accumulate,
     "composite_rays_train": _Composite,
     "sample_vm_features": _SampleVMFeatures,
+    "hash_encoding": _HashEncoding,
 }
 """The differentiable ops, by name."""
 
@@ -161,6 +224,7 @@ _KERNEL_GRADS: Dict[str, Tuple[int, ...]] = {
     "accumulate_along_rays": (0, 1),
     "composite_rays_train": (0, 1),
     "sample_vm_features": (0, 1),
+    "hash_encoding": (0, 1),
 }
 """The positions of the arguments that the backward kernels differentiate, per op (none for the other ops)."""
 
