@@ -8,5 +8,5 @@ sampling op) and relight3d's optional-dependency helpers.
   ``Field`` interface), the spherical-harmonics direction encoding and the MLP builder.
 * :mod:`relight3d.fields.ngp_field`: Instant-NGP (hash grid, density MLP, colour MLP) and its settings.
 * :mod:`relight3d.fields.tensorf_field`: TensoRF-VM (plane and line factors, resampling) and its settings.
-* :mod:`relight3d.fields.hash_encoding`: the multiresolution hash encoding (tinycudann, or pure torch).
+* :mod:`relight3d.fields.hash_encoding`: the multiresolution hash encoding (relight3d's op, or tinycudann on CUDA).
 """

@@ -24,7 +24,7 @@ def trunc_exp(x: Tensor) -> Tensor:
 
 @dataclass
 class NGPFieldSettings:
-    """The settings of an :class:`NGPField`, sized so that the pure-torch hash grid trains usefully on a CPU.
+    """The settings of an :class:`NGPField`, sized so that it trains usefully on a CPU.
 
     relight3d-ngp's model config extends them, so they are also its ``--pipeline.model.*`` options.
     """
@@ -52,7 +52,9 @@ class NGPFieldSettings:
     appearance_grid: bool = False
     """Give appearance its own hash grid (lets appearance be refit richly with geometry frozen)."""
     implementation: Literal["auto", "tcnn", "torch"] = "auto"
-    """Hash grid implementation: tinycudann on CUDA when available ('auto'), or pure torch."""
+    """Hash grid implementation: tinycudann on CUDA when it imports ('auto'), else relight3d's op
+    (:func:`relight3d.ops.hash_encoding`: compiled C++ / CUDA kernels, its torch reference without the extension);
+    'torch' always takes relight3d's op."""
 
 
 class NGPField(RelightableField):
