@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import textwrap
 from typing import Any, Callable, Optional, Type, TypeVar
 
 Number = TypeVar("Number", int, float)
@@ -75,7 +76,7 @@ def float_in_open_range(low: float, high: float) -> Callable[[str], float]:
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` that ends each option's help with ``(default: ...)``.
+    """``--help`` that ends each option's help with ``(default: ...)`` and never splits a hyphenated name.
 
     Left out where it says nothing: options whose default is None (their help says what happens then), on/off flags
     (``store_true``: off unless given), and help that already mentions its default.
@@ -92,6 +93,10 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         ):
             return text
         return text + " (default: %(default)s)"
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # argparse's wrapper breaks at hyphens, splitting names such as ``ic-light-public`` across lines.
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
 
 
 def add_command(

@@ -71,9 +71,11 @@ def _relight_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def test_relight_help_lists_the_registered_priors_and_every_default(capsys) -> None:
+@pytest.mark.parametrize("columns", ["60", "90", "110", "200"])  # argparse wraps to the terminal's width
+def test_relight_help_lists_the_registered_priors_and_every_default(capsys, monkeypatch, columns) -> None:
     from relight3d.priors.registry import DEFAULT_PRIOR, PRIORS
 
+    monkeypatch.setenv("COLUMNS", columns)
     parser = _relight_parser()
     with pytest.raises(SystemExit) as exit_:
         parser.parse_args(["relight", "--help"])
