@@ -6,7 +6,8 @@ GPU, where the device is picked automatically.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional, Type
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
@@ -30,9 +31,20 @@ def default_device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@dataclass
+class FusedAdamConfig(AdamOptimizerConfig):
+    """nerfstudio's Adam config with torch's fused kernel switched on."""
+
+    _target: Type = field(default_factory=lambda: torch.optim.Adam)
+    """Optimizer class to instantiate."""
+    fused: Optional[bool] = True
+    """Use torch's fused Adam: one pass over each parameter instead of about ten (on 2 CPU cores, a step over
+    relight3d-ngp's 2.3 M hash-table entries takes 6-7 ms instead of 29-45 ms). None leaves the choice to torch."""
+
+
 def _adam(lr: float, final_lr: float, max_steps: int, eps: float = 1e-15) -> dict:
     return {
-        "optimizer": AdamOptimizerConfig(lr=lr, eps=eps),
+        "optimizer": FusedAdamConfig(lr=lr, eps=eps),
         "scheduler": ExponentialDecaySchedulerConfig(lr_final=final_lr, max_steps=max_steps),
     }
 
@@ -89,7 +101,7 @@ def sds_config(max_steps: int = 5000, field: str = "ngp") -> Relight3DTrainerCon
     from relight3d.pipelines.score_distillation import ScoreDistillationPipelineConfig
 
     def constant(lr: float) -> dict:
-        return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}
+        return {"optimizer": FusedAdamConfig(lr=lr, eps=1e-15), "scheduler": None}
 
     if field == "ngp":
         model, name = SDSNGPModelConfig(), "relight3d-sds"

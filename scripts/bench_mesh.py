@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -33,18 +32,6 @@ from typing import Dict, Optional
 import numpy as np
 
 BUNNY = Path.home() / ".cache" / "relight3d" / "scenes" / "bunny128"
-
-
-def _peak_rss_mib() -> float:
-    """Peak resident memory of this process's own address space (VmHWM). Not ru_maxrss: after fork + exec that
-    also counts the parent's peak, which would credit the benchmark's own size to every child."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def train_scene(scene: str, work: Path, steps: int) -> Path:
@@ -175,11 +162,12 @@ def export_child(config_path: Path, resolution: int) -> Dict:
     import torch
 
     from relight3d.engine.loading import load_trained_pipeline
+    from relight3d.eval.memory import peak_rss_mib
     from relight3d.export.mesh import extract_mesh
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     _, pipeline = load_trained_pipeline(config_path)
-    rss_loaded = _peak_rss_mib()
+    rss_loaded = peak_rss_mib()
     t0 = time.perf_counter()
     mesh = extract_mesh(pipeline, resolution=resolution, progress=False)
     seconds = time.perf_counter() - t0
@@ -190,7 +178,7 @@ def export_child(config_path: Path, resolution: int) -> Dict:
         "seconds": seconds,
         "seconds_grid_and_marching_cubes": info["seconds_grid_and_marching_cubes"],
         "peak_rss_after_load_mib": rss_loaded,
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "faces": len(mesh.faces),
         "vertices": len(mesh.vertices),
     }

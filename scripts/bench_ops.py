@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import functools
 import math
-import resource
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Tuple
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor
 
 from relight3d._optional import tinycudann
+from relight3d.eval.memory import peak_rss_mib
 from relight3d.fields.ngp_field import NGPFieldSettings
 from relight3d.ops import (
     HashGridLayout,
@@ -439,11 +439,6 @@ def bench_vm_training(steps: int, res: int, warmup: int = 30, clock: str = "wall
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _peak_rss_mib() -> float:
-    """The process's peak resident memory so far (it never goes down)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 HashImpl = Tuple[torch.device, Callable[[Tensor, Tensor], Tensor], Callable[[Tensor], List[Tensor]]]
 """An implementation of the hash encoding to time: its device, ``encode(points, table)``, and ``wrt(table)``: the
 tensors its backward differentiates (the table, or tinycudann's own parameters)."""
@@ -528,7 +523,7 @@ def bench_hash(log2_points: List[int], repeats: int, normals_max_log2: int) -> N
         for name in impls:
             row = f"{f'2^{log2}':>8}{name:>7}" + "".join(f"{med[(name, k)]:>13.1f}" for k in kinds)
             row += "".join(f"{med[('torch', k)] / med[(name, k)]:>11.1f}x" for k in kinds)
-            print(row + f"{_peak_rss_mib():>14.0f}")
+            print(row + f"{peak_rss_mib():>14.0f}")
 
 
 if __name__ == "__main__":

@@ -25,11 +25,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict
 
 import torch
+
+from relight3d.eval.memory import peak_rss_mib
 
 
 class _UnavailableLPIPS(torch.nn.Module):
@@ -124,8 +129,26 @@ def train_for(name: str, data: Path, seconds: float, output: Path, device: str =
         out_dir=output / name / "test_views",
     )
     metrics.update({"method": name, "iterations": steps, "train_seconds": wall, "rays_per_second": rays / wall,
-                    "warmup_iterations": warmup})  # fmt: skip
+                    "warmup_iterations": warmup, "peak_rss_mib": peak_rss_mib()})  # fmt: skip
     return metrics
+
+
+def train_in_child(name: str, args: argparse.Namespace, device: str) -> Dict:
+    """:func:`train_for` in a fresh Python process, so that each method's peak RSS is its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [
+            sys.executable, __file__, "--in-process", "--methods", name, "--data", str(args.data),
+            "--seconds", str(args.seconds), "--output", str(args.output), "--device", device,
+            "--warmup", str(args.warmup), "--json", str(out),
+        ]  # fmt: skip
+        subprocess.run(command, check=False)
+        if not out.is_file():
+            raise RuntimeError(f"the training process of {name} ended without a result")
+        run = json.loads(out.read_text())
+    if name in run["errors"]:
+        raise RuntimeError(run["errors"][name])
+    return run["results"][name]
 
 
 def main() -> None:
@@ -138,6 +161,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if visible")
     parser.add_argument("--warmup", type=int, default=5, help="iterations before the timed budget starts")
     parser.add_argument("--json", type=Path, help="also write the results and the run's settings here")
+    parser.add_argument(
+        "--in-process", action="store_true", help="train in this process (default: each method in its own process)"
+    )
     args = parser.parse_args()
     device = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -145,7 +171,10 @@ def main() -> None:
     for name in args.methods:
         print(f"== {name}: training for {args.warmup} + {args.seconds:g} s on {args.data} ({device})", flush=True)
         try:
-            results[name] = train_for(name, args.data.expanduser(), args.seconds, args.output, device, args.warmup)
+            if args.in_process:
+                results[name] = train_for(name, args.data.expanduser(), args.seconds, args.output, device, args.warmup)
+            else:
+                results[name] = train_in_child(name, args, device)
         except Exception as err:  # why: one method's failure (a missing kernel, say) must not hide the others'
             errors[name] = f"{type(err).__name__}: {err}"
             print(f"bench_train: {name} failed: {errors[name]}", flush=True)
@@ -153,14 +182,16 @@ def main() -> None:
         print(json.dumps(results[name], indent=1), flush=True)
 
     peer = results.get(args.peer)
-    header = f"{'method':<20}{'iters':>7}{'rays/s':>10}{'PSNR':>8}{'PSNR mask':>11}{'SSIM':>7}"
+    header = (
+        f"{'method':<20}{'iters':>7}{'rays/s':>10}{'PSNR':>8}{'PSNR mask':>11}{'aligned':>9}{'SSIM':>7}{'peak RSS':>10}"
+    )
     if peer:
         header += f"{'x rays/s':>10}{'dB mask':>9}"
     lines = [header]
     for name, m in results.items():
         row = (
             f"{name:<20}{m['iterations']:>7}{m['rays_per_second']:>10.0f}{m['psnr']:>8.2f}"
-            f"{m['psnr_masked']:>11.2f}{m['ssim']:>7.3f}"
+            f"{m['psnr_masked']:>11.2f}{m['psnr_masked_aligned']:>9.2f}{m['ssim']:>7.3f}{m['peak_rss_mib']:>6.0f} MiB"
         )
         if peer:
             ratio = m["rays_per_second"] / peer["rays_per_second"]

@@ -112,6 +112,19 @@ def test_ngp_freeze_geometry():
     assert all(p.grad is not None for p in field.appearance_parameter_groups()["appearance"])
 
 
+def test_ngp_density_is_the_density_mlp_first_output():
+    """density() computes only the density MLP's first output: the full MLP by hand, exp(h_0 - 1), zero outside the
+    box, and the same density (and position gradient) as density_and_features()."""
+    field = NGPField(AABB, NGPFieldSettings(n_levels=4, log2_table_size=10, max_resolution=64, implementation="torch"))
+    pts = (torch.rand(64, 3) * 2.4 - 1.2).requires_grad_(True)  # some outside the box
+    expected = torch.exp(field.density_mlp(field.encoding((pts + 1) / 2))[:, 0] - 1) * (pts.abs() <= 1).all(-1)
+    sigma = field.density(pts)
+    assert torch.allclose(sigma, expected, rtol=1e-6, atol=0) and bool((sigma == 0).any())
+    (grad,) = torch.autograd.grad(sigma.sum(), pts)
+    (grad_both,) = torch.autograd.grad(field.density_and_features(pts)[0].sum(), pts)
+    assert torch.allclose(grad, grad_both, rtol=1e-5, atol=1e-7) and grad.abs().sum() > 0
+
+
 def test_tensorf_upsampling_preserves_a_linear_field():
     field = tensorf(5, n_density_components=1, n_appearance_components=1)
     with torch.no_grad():

@@ -159,6 +159,30 @@ def test_render_is_the_same_with_and_without_gradients():
         assert torch.allclose(on[key], off[key], atol=1e-6), key
 
 
+def test_single_pass_training_renders_and_differentiates_as_the_two_passes():
+    """When training keeps most samples, one pass with gradients replaces the gradient-free first pass: the same
+    image, and the same gradient for every parameter."""
+    model = sds_model().train()
+    model.config.warmup_sample_weight_threshold = 1e-2  # drops samples in the middle of rays too
+    origins, directions = x_rays(torch.linspace(-0.8, 0.8, 24), torch.linspace(0.5, -0.5, 24))
+    results = []
+    for kept_fraction in (0.0, 1.0):  # below and above single_pass_above
+        model._kept_fraction = kept_fraction
+        model.zero_grad()
+        out = model.render_rays(origins, directions, ("normals",))
+        (out["rgb"].square().sum() + out["depth"].sum()).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (two, two_grads), (one, one_grads) = results
+    assert float(one["num_visible_samples"]) < float(one["num_samples"])  # some samples were dropped
+    for key in ("rgb", "accumulation", "depth", "normals", "num_visible_samples"):
+        assert torch.allclose(one[key], two[key], atol=1e-6), key
+    assert two_grads.keys() == one_grads.keys() and len(two_grads) >= 4
+    for name, grad in two_grads.items():
+        assert torch.allclose(one_grads[name], grad, rtol=1e-5, atol=1e-7), name
+    assert 0.0 < model._kept_fraction < 1.0  # training batches update the running fraction
+
+
 @pytest.mark.parametrize("shading", ["albedo", "lambertian", "textureless"])
 def test_sds_render_is_render_rays_plus_the_shading_post_step(shading):
     """render_shaded equals the base renderer's samples, shaded by hand (ambient + (1 - ambient) max(0, n.l)) and

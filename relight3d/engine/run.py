@@ -12,7 +12,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from PIL import Image
 
 from relight3d.data.images import read_rgba
-from relight3d.eval.image_metrics import psnr, ssim
+from relight3d.eval.image_metrics import align_channels, psnr, ssim
 
 
 def train(
@@ -71,11 +71,12 @@ def evaluate_views(
 ) -> Dict[str, float]:
     """Render each camera and score it against its RGBA ground truth composited on ``background``.
 
-    Returns mean PSNR over the full image and inside the object mask (alpha > 0.5), mean SSIM, and render time.
+    Returns mean PSNR over the full image and inside the object mask (alpha > 0.5), raw and channel-aligned
+    (:func:`~relight3d.eval.image_metrics.align_channels`), mean SSIM, and render time.
     Writes ``pred_XXX.png`` / ``gt_XXX.png`` into ``out_dir`` when given.
     """
     model.eval()
-    full, masked, ssims, seconds = [], [], [], 0.0
+    full, masked, aligned, ssims, seconds = [], [], [], [], 0.0
     for i, path in enumerate(gt_paths):
         rgba = torch.from_numpy(read_rgba(path)[0])
         gt = rgba[..., :3] * rgba[..., 3:] + background * (1.0 - rgba[..., 3:])
@@ -86,6 +87,7 @@ def evaluate_views(
         pred = outputs["rgb"].cpu().clamp(0.0, 1.0)
         full.append(float(psnr(pred, gt)))
         masked.append(float(psnr(pred, gt, mask)))
+        aligned.append(float(psnr(align_channels(pred, gt, mask)[0], gt, mask)))
         ssims.append(float(ssim(pred, gt)))
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,7 @@ def evaluate_views(
     return {
         "psnr": float(np.mean(full)),
         "psnr_masked": float(np.mean(masked)),
+        "psnr_masked_aligned": float(np.mean(aligned)),
         "ssim": float(np.mean(ssims)),
         "seconds_per_view": seconds / max(len(gt_paths), 1),
         "n_views": len(gt_paths),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Literal, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -83,24 +84,33 @@ class NGPField(RelightableField):
         """World positions to ``[0, 1]^3`` (the hash grid's domain)."""
         return (self.normalize_positions(positions) + 1.0) * 0.5
 
-    def _encode(self, positions: Tensor) -> Tensor:
+    def _grid(self, positions: Tensor) -> Tensor:
         h = self.encoding(self._unit(positions))
         if self.level_mask is not None:
             h = h * self.level_mask.repeat_interleave(self.encoding.features_per_level)
-        return self.density_mlp(h)
+        return h
+
+    def _encode(self, positions: Tensor) -> Tensor:
+        return self.density_mlp(self._grid(positions))
 
     def _density(self, positions: Tensor, h: Tensor) -> Tensor:
-        """Density from the density MLP's output ``h``: ``exp(h_0 + blob - 1)``, zero outside the box."""
-        sigma = trunc_exp(self.with_blob(h[:, 0], positions) - 1.0)
+        """Density from the density MLP's first output ``h``: ``exp(h + blob - 1)``, zero outside the box."""
+        sigma = trunc_exp(self.with_blob(h, positions) - 1.0)
         return self.zero_outside(sigma, self.normalize_positions(positions))
 
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
-        return self._density(positions, self._encode(positions))
+        """Only the density MLP's first output is computed (the gradient-free first pass of every render, the
+        occupancy updates and the normals need no geometry features)."""
+        *hidden_layers, last = self.density_mlp
+        hidden = self._grid(positions)
+        for layer in hidden_layers:
+            hidden = layer(hidden)
+        return self._density(positions, F.linear(hidden, last.weight[:1], last.bias[:1])[:, 0])
 
     def density_and_features(self, positions: Float[Tensor, "n 3"]) -> Tuple[Float[Tensor, " n"], Tensor]:
         """One hash-grid encoding serves both (the density MLP's extra outputs are the geometry features)."""
         h = self._encode(positions)
-        return self._density(positions, h), self._with_appearance_grid(positions, h[:, 1:])
+        return self._density(positions, h[:, 0]), self._with_appearance_grid(positions, h[:, 1:])
 
     def appearance_features(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n f"]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.geometry_frozen):

@@ -64,6 +64,11 @@ class OccupancyFieldModelConfig(ModelConfig):
     sample_weight_threshold: float = 1e-4
     """Samples whose rendering weight (from a gradient-free density pass) is below this are dropped before the
     differentiable pass (they barely contribute to the image)."""
+    single_pass_above: float = 0.7
+    """While training, when more than this fraction of the marched samples was kept in recent batches, the field is
+    evaluated once, with gradients, on every marched sample, and the invisible ones are dropped after: the
+    gradient-free first pass would cost more than the samples it drops save (a hash-grid field keeps most samples).
+    Renders are the same either way. Above 1 never."""
     warmup_sample_weight_threshold: float = 1e-6
     """The same threshold during the occupancy warm-up: it must stay below the weight of an untrained field's
     samples, or nothing would learn."""
@@ -117,6 +122,8 @@ class OccupancyFieldModel(Model):
         )
         if self.config.freeze_geometry:
             self.field.freeze_geometry(True)
+        self._kept_fraction = 0.0
+        """Running mean of the fraction of marched samples that training batches kept (picks the single pass)."""
         self.register_buffer(
             "background", torch.tensor([1.0, 1.0, 1.0] if self.config.background_color == "white" else [0.0] * 3)
         )
@@ -195,7 +202,8 @@ class OccupancyFieldModel(Model):
         transmittance ran out, or whose weight is below :attr:`sample_weight_threshold`, are dropped (nerfacc's
         early stop). The second pass evaluates density and appearance features of the kept samples, with gradients
         when they are enabled, and their weights are computed again from those samples alone, so that a render is
-        the same with gradients on or off.
+        the same with gradients on or off. When training keeps most samples (``single_pass_above``), one pass with
+        gradients over every marched sample replaces the two, and the kept samples are selected from it.
         """
         n, field_, cfg = origins.shape[0], self.field, self.config
         t_near, t_far = ray_aabb_intersect(origins, directions, field_.aabb, cfg.near_plane)
@@ -207,11 +215,22 @@ class OccupancyFieldModel(Model):
         )
         mids = (t0 + t1) * 0.5
         positions = origins[ray_ids] + directions[ray_ids] * mids[:, None]
+        training = torch.is_grad_enabled() and self.training
+        single_pass = training and self._kept_fraction > cfg.single_pass_above
+        if single_pass:
+            all_sigmas, all_features = field_.density_and_features(positions)
         with torch.no_grad():
-            weights, _ = render_weights(field_.density(positions), t0, t1, ray_ids, n, cfg.transmittance_threshold)
+            first = all_sigmas.detach() if single_pass else field_.density(positions)
+            weights, _ = render_weights(first, t0, t1, ray_ids, n, cfg.transmittance_threshold)
             keep = weights > self.sample_weight_threshold
-        ray_ids, t0, t1, mids, positions = ray_ids[keep], t0[keep], t1[keep], mids[keep], positions[keep]
-        sigmas, features = field_.density_and_features(positions)
+        if training and keep.numel():
+            self._kept_fraction = 0.9 * self._kept_fraction + 0.1 * float(keep.float().mean())
+        kept = keep.nonzero().squeeze(1)
+        ray_ids, t0, t1, mids, positions = (x.index_select(0, kept) for x in (ray_ids, t0, t1, mids, positions))
+        if single_pass:
+            sigmas, features = all_sigmas.index_select(0, kept), all_features.index_select(0, kept)
+        else:
+            sigmas, features = field_.density_and_features(positions)
         weights, _ = render_weights(sigmas, t0, t1, ray_ids, n, cfg.transmittance_threshold)
         return PackedSamples(
             field_, ray_ids, mids, positions, directions[ray_ids], weights, features, n, keep.shape[0],
