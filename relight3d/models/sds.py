@@ -164,6 +164,12 @@ class SDSNGPModelConfig(ScoreDistillationFieldSettings, NGPModelConfig):
     """Finest grid resolution (RealFusion: 2048 x the scene bound 0.75)."""
     sh_degree: int = 1
     """Spherical-harmonics degree of the view direction: 1 makes the colour view-independent (an albedo)."""
+    samples_per_diagonal: int = 512
+    """Marching step: the diagonal of the scene box divided by this many steps (RealFusion's density; relight3d-ngp
+    takes 256 for reconstruction)."""
+    sample_weight_threshold: float = 1e-4
+    """Samples whose rendering weight is below this are dropped before the differentiable pass (kept at the
+    renderer's 1e-4: score distillation's views were not measured with relight3d-ngp's 1e-3)."""
     occupancy_threshold: float = 0.02
     """Opacity (sigma * step) above which an occupancy cell is kept, capped by the mean over the grid (cells under
     ``min(mean, threshold)`` are skipped), as stable-dreamfusion's ``density_thresh`` is. Higher than for
