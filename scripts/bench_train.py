@@ -169,17 +169,16 @@ def main() -> None:
 
     results, errors = {}, {}
     for name in args.methods:
-        print(f"== {name}: training for {args.warmup} + {args.seconds:g} s on {args.data} ({device})", flush=True)
         try:
-            if args.in_process:
+            if args.in_process:  # the child of train_in_child, or asked for: this process prints the progress
+                print(f"== {name}: {args.warmup} + {args.seconds:g} s of training on {args.data} ({device})")
                 results[name] = train_for(name, args.data.expanduser(), args.seconds, args.output, device, args.warmup)
+                print(json.dumps(results[name], indent=1), flush=True)
             else:
                 results[name] = train_in_child(name, args, device)
         except Exception as err:  # why: one method's failure (a missing kernel, say) must not hide the others'
             errors[name] = f"{type(err).__name__}: {err}"
             print(f"bench_train: {name} failed: {errors[name]}", flush=True)
-            continue
-        print(json.dumps(results[name], indent=1), flush=True)
 
     peer = results.get(args.peer)
     header = (
