@@ -113,8 +113,8 @@ def test_ngp_freeze_geometry():
 
 
 def test_ngp_density_is_the_density_mlp_first_output():
-    """density() computes only the density MLP's first output: the full MLP by hand, exp(h_0 - 1), zero outside the
-    box, and the same density (and position gradient) as density_and_features()."""
+    """density() is the density MLP's first output: exp(h_0 - 1) by hand, zero outside the box, and the same density
+    (and position gradient) as density_and_features()."""
     field = NGPField(AABB, NGPFieldSettings(n_levels=4, log2_table_size=10, max_resolution=64, implementation="torch"))
     pts = (torch.rand(64, 3) * 2.4 - 1.2).requires_grad_(True)  # some outside the box
     expected = torch.exp(field.density_mlp(field.encoding((pts + 1) / 2))[:, 0] - 1) * (pts.abs() <= 1).all(-1)

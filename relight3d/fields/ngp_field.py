@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Dict, List, Literal, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -99,13 +98,7 @@ class NGPField(RelightableField):
         return self.zero_outside(sigma, self.normalize_positions(positions))
 
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
-        """Only the density MLP's first output is computed (the gradient-free first pass of every render, the
-        occupancy updates and the normals need no geometry features)."""
-        *hidden_layers, last = self.density_mlp
-        hidden = self._grid(positions)
-        for layer in hidden_layers:
-            hidden = layer(hidden)
-        return self._density(positions, F.linear(hidden, last.weight[:1], last.bias[:1])[:, 0])
+        return self._density(positions, self._encode(positions)[:, 0])
 
     def density_and_features(self, positions: Float[Tensor, "n 3"]) -> Tuple[Float[Tensor, " n"], Tensor]:
         """One hash-grid encoding serves both (the density MLP's extra outputs are the geometry features)."""

@@ -312,6 +312,10 @@ def test_chunked_prior_views_match_whole_views(tmp_path, normals_method):
     cfg.pipeline.model.normals_method = normals_method
     pipeline = build_pipeline(cfg, write_rgba(tmp_path / "disc.png"))
     pipeline.train()
+    # Chunking alone: the renderer's choice between one pass and two follows a running mean that every chunk
+    # updates (the two agree, see tests/test_rendering.py, but their round-off differs, which finite-difference
+    # normals of an untrained density amplify).
+    pipeline.model.config.single_pass_above = 2.0
     c2w = pipeline.reference.camera_to_world
     light = torch.nn.functional.normalize(torch.tensor([0.3, -1.0, 0.5]), dim=0)
     weights = torch.randn(10, 10, 3)
