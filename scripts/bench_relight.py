@@ -4,7 +4,8 @@
 For each object folder of a benchmark made by ``relight3d bench make`` (Objaverse layout: views 0-99 under light
 0 for training, views 100-119 under every light for testing), this script
 
-1. trains ``relight3d-tensorf`` on light 0 (``--field-steps`` iterations, or reuses ``--field-runs DIR/<object>``);
+1. trains a field on light 0 (``--field-method``, ``relight3d-tensorf`` by default; ``--field-steps`` iterations),
+   or reuses the run already under ``--output/<object>/field``;
 2. runs ``relight3d relight`` (two stages, the chosen prior) for every other light's map;
 3. prints per-object tables of PSNR / SSIM (raw and channel-aligned, inside the mask and over the image) for the
    method and the "no relighting" baseline (the same test views under the training light), plus stage-1 views/s
@@ -25,15 +26,15 @@ from pathlib import Path
 from typing import Dict, List
 
 
-def train_field(folder: Path, out: Path, steps: int) -> Path:
+def train_field(folder: Path, out: Path, steps: int, method: str = "relight3d-tensorf") -> Path:
     from relight3d.data.objaverse import ObjaverseDataParserConfig
     from relight3d.engine.run import train
-    from relight3d.method_configs import tensorf_config
+    from relight3d.method_configs import ngp_config, tensorf_config
 
-    existing = sorted(out.glob("**/config.yml"))
+    existing = sorted(out.glob(f"**/{method}/**/config.yml"))
     if existing and sorted((existing[-1].parent / "nerfstudio_models").glob("step-*.ckpt")):
         return existing[-1]
-    cfg = tensorf_config(steps)
+    cfg = {"relight3d-tensorf": tensorf_config, "relight3d-ngp": ngp_config}[method](steps)
     cfg.steps_per_save = steps
     cfg.pipeline.datamanager.dataparser = ObjaverseDataParserConfig()
     trainer = train(cfg, folder, out, experiment_name=folder.parent.name)
@@ -52,6 +53,7 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=Path("outputs/bench_relight"))
     ap.add_argument("--prior", default=DEFAULT_PRIOR, choices=sorted(PRIORS))
     ap.add_argument("--prior-path", default=None)
+    ap.add_argument("--field-method", default="relight3d-tensorf", choices=["relight3d-tensorf", "relight3d-ngp"])
     ap.add_argument("--field-steps", type=int, default=1500)
     ap.add_argument("--stage1-steps", type=int, default=600)
     ap.add_argument("--stage2-steps", type=int, default=50)
@@ -72,7 +74,7 @@ def main() -> None:
         obj = args.bench / name
         folder = obj / "objaverse"
         t0 = time.perf_counter()
-        run = train_field(folder, args.output / name / "field", args.field_steps)
+        run = train_field(folder, args.output / name / "field", args.field_steps, args.field_method)
         field_seconds = time.perf_counter() - t0
         lights = json.loads((obj / "meta.json").read_text())["lights"]
         envmaps = [obj / light["file"] for light in lights[1:]]
@@ -87,7 +89,7 @@ def main() -> None:
             estimate_source=args.estimate_source,
         )
         results = run_relighting(job)
-        tables[name] = {"field_seconds": field_seconds, "lights": results}
+        tables[name] = {"field_method": args.field_method, "field_seconds": field_seconds, "lights": results}
         print_object_table(name, results)
         (args.output / "bench_relight.json").write_text(json.dumps(tables, indent=2))
     print_summary(tables)

@@ -149,6 +149,21 @@ class _SampleVMFeatures(torch.autograd.Function):
         return _grads(ctx, *_ext().sample_vm_features_bwd(grad_out.contiguous(), planes, lines, xyz))
 
 
+def _pass_uses_input(ctx: Any, index: int) -> bool:
+    """Whether the running backward pass uses the gradient of input ``index`` of the node ``ctx``.
+
+    ``ctx.needs_input_grad`` says only whether an input requires grad. ``torch.autograd.grad(density, positions,
+    create_graph=True)`` (autograd normals) runs the hash encoding's backward for the positions alone, and the table
+    gradient it would scatter (as large as the table) is never read: the engine knows which nodes it will run, and
+    this asks it (a private torch API, so anything unexpected falls back to "used").
+    """
+    try:
+        node = ctx.next_functions[index][0]
+        return node is not None and bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError, IndexError):
+        return True
+
+
 class _HashEncoding(torch.autograd.Function):
     """Hash-grid features; backward w.r.t. ``positions`` and ``table`` by :class:`_HashEncodingBackward`, whose own
     backward gives the second derivatives (normals by autograd, trained with ``create_graph=True``).
@@ -166,7 +181,7 @@ class _HashEncoding(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         positions, table = ctx.saved_tensors
-        need_positions, need_table = ctx.needs_input_grad[:2]
+        need_positions, need_table = (ctx.needs_input_grad[i] and _pass_uses_input(ctx, i) for i in (0, 1))
         grad_table, grad_positions = _HashEncodingBackward.apply(
             grad_out, positions, table, ctx.layout, need_table, need_positions
         )

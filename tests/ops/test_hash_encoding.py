@@ -326,6 +326,47 @@ def test_dispatch_and_gradient_paths() -> None:
         g2.sum().backward()
 
 
+@needs_extension
+def test_backward_skips_the_gradients_the_pass_does_not_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Autograd normals (``autograd.grad`` w.r.t. the positions only) do not scatter a table gradient; every pass that
+    reads the table's gradient gets it, and the normals' second derivative w.r.t. the table is unchanged."""
+    layout = hash_grid_layout(3, 8, 4, 50)
+    table = make_table(layout, 2).requires_grad_()
+    x = make_points(60, layout)
+    calls: List[Tuple[bool, bool]] = []
+    kernel = _wrapper._ext().hash_encoding_bwd
+
+    def recording_bwd(*args):  # noqa: ANN002, ANN202
+        calls.append((bool(args[-2]), bool(args[-1])))
+        return kernel(*args)
+
+    monkeypatch.setattr(_wrapper._ext(), "hash_encoding_bwd", recording_bwd)
+
+    def encode() -> Tuple[Tensor, Tensor]:
+        pts = x.clone().requires_grad_()
+        return pts, ops.hash_encoding(pts, table, layout)
+
+    pts, out = encode()
+    (normals,) = torch.autograd.grad(out.square().nansum(), pts, create_graph=True)
+    assert calls == [(False, True)]  # (table, positions)
+    loss = normals.nan_to_num().square().sum()
+    (grad_t,) = torch.autograd.grad(loss, table)
+    ref_t = table.detach().clone().requires_grad_()
+    ref_pts = x.clone().requires_grad_()
+    (ref_normals,) = torch.autograd.grad(run(False, ref_pts, ref_t, layout).square().nansum(), ref_pts,
+                                         create_graph=True)  # fmt: skip
+    (expected,) = torch.autograd.grad(ref_normals.nan_to_num().square().sum(), ref_t)
+    assert_close(grad_t, expected, "cpu")
+    calls.clear()
+    pts, out = encode()
+    torch.autograd.grad(out.nansum(), [pts, table])
+    _, out = encode()
+    out.nansum().backward()
+    pts, out = encode()
+    torch.autograd.grad(out.nansum(), table)
+    assert calls == [(True, True), (True, True), (True, False)]  # backward() fills every leaf's .grad
+
+
 def test_layout_is_tinycudanns() -> None:
     """Scales ``base * growth**l - 1`` as float32, resolutions ``ceil(scale) + 1``, dense while the grid has fewer
     nodes than the table: by hand for the docstring's grid and the NGP field's default 12 x 2^17 rows (growth
