@@ -42,11 +42,13 @@ def _speed(args: argparse.Namespace) -> None:
     )
     for size in args.sizes:
         result = time_sds_iterations(
-            sds_config(), size, steps=args.steps, warmup=args.warmup, sd_path=args.sd_path, settings=args.settings
-        )
+            sds_config(), size, steps=args.steps, warmup=args.warmup, sd_path=args.sd_path, settings=args.settings,
+            seed=args.seed,
+        )  # fmt: skip
         print(
             f"  render size {size:4d} px: {result['iterations_per_second']:.3f} iterations/s "
-            f"({result['seconds_per_iteration']:.2f} s/iteration, {args.steps} timed after {args.warmup} warm-up)"
+            f"({result['seconds_per_iteration']:.2f} s/iteration, {result['fastest_iteration']:.2f}-"
+            f"{result['slowest_iteration']:.2f} s; {args.steps} timed after {args.warmup} warm-up, seed {args.seed})"
         )
 
 
@@ -74,6 +76,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="prior-view render sizes (px)")
     parser.add_argument("--steps", type=int, default=5, help="timed iterations per size")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed (the same iterations for every run)")
     parser.add_argument("--sd-path", default=None, help="local Stable Diffusion folder (diffusers layout)")
     parser.add_argument("--settings", default="cpu", choices=["cpu", "default"], help="field sizing for the speed run")
     parser.add_argument("--size", type=int, default=128, help="reconstruction image size (px)")

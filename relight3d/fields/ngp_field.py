@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Dict, List, Literal, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -90,25 +89,8 @@ class NGPField(RelightableField):
             h = h * self.level_mask.repeat_interleave(self.encoding.features_per_level)
         return h
 
-    def _hidden(self, positions: Tensor) -> Tensor:
-        """The density MLP up to (not including) its last layer."""
-        hidden = self._grid(positions)
-        for layer in self.density_mlp[:-1]:
-            hidden = layer(hidden)
-        return hidden
-
-    def _first_output(self, hidden: Tensor) -> Tensor:
-        """The density MLP's first output alone. ``density()`` and ``density_and_features()`` both take it from
-        here, so the two agree to the bit (finite-difference normals divide their difference by a tiny step). A
-        row-wise product and sum, not a one-column matmul, whose blocking (and so round-off) follows the batch
-        size: a view rendered in chunks must give the same normals as the whole view."""
-        last = self.density_mlp[-1]
-        return (hidden * last.weight[0]).sum(-1) + last.bias[0]
-
-    def _other_outputs(self, hidden: Tensor) -> Tensor:
-        """The density MLP's geometry features (every output but the first)."""
-        last = self.density_mlp[-1]
-        return F.linear(hidden, last.weight[1:], last.bias[1:])
+    def _encode(self, positions: Tensor) -> Tensor:
+        return self.density_mlp(self._grid(positions))
 
     def _density(self, positions: Tensor, h: Tensor) -> Tensor:
         """Density from the density MLP's first output ``h``: ``exp(h + blob - 1)``, zero outside the box."""
@@ -116,19 +98,16 @@ class NGPField(RelightableField):
         return self.zero_outside(sigma, self.normalize_positions(positions))
 
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:
-        """Only the density MLP's first output is computed: the gradient-free first pass of every render, the
-        occupancy updates and the normals need no geometry features."""
-        return self._density(positions, self._first_output(self._hidden(positions)))
+        return self._density(positions, self._encode(positions)[:, 0])
 
     def density_and_features(self, positions: Float[Tensor, "n 3"]) -> Tuple[Float[Tensor, " n"], Tensor]:
         """One hash-grid encoding serves both (the density MLP's extra outputs are the geometry features)."""
-        hidden = self._hidden(positions)
-        density = self._density(positions, self._first_output(hidden))
-        return density, self._with_appearance_grid(positions, self._other_outputs(hidden))
+        h = self._encode(positions)
+        return self._density(positions, h[:, 0]), self._with_appearance_grid(positions, h[:, 1:])
 
     def appearance_features(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, "n f"]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.geometry_frozen):
-            geo = self._other_outputs(self._hidden(positions))
+            geo = self._encode(positions)[:, 1:]
         return self._with_appearance_grid(positions, geo)
 
     def _with_appearance_grid(self, positions: Tensor, geo: Tensor) -> Tensor:

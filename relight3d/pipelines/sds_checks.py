@@ -147,6 +147,7 @@ def time_sds_iterations(
     work_dir: Optional[Path] = None,
     settings: str = "cpu",
     rays_per_batch: Optional[int] = None,
+    seed: int = 0,
 ) -> Dict[str, float]:
     """Iterations per second of ``method`` (relight3d-sds's trainer config; SDS and every regulariser on) at
     ``render_size`` on this machine.
@@ -154,7 +155,9 @@ def time_sds_iterations(
     ``settings`` is 'default' (the method's RealFusion defaults) or 'cpu' (the field shrunk by
     :func:`size_for_cpu`). Uses the Stable Diffusion at ``sd_path``, or a tiny random one when None (then the prior
     costs almost nothing and the figure measures the radiance field). Timing starts after ``warmup`` iterations
-    (the first one also carves and warms up the occupancy grid).
+    (the first one also carves and warms up the occupancy grid). Seeded with ``seed`` (the prior views, lights and
+    timesteps are random, and the samples per ray, so the cost of an iteration, follow them), so two runs of
+    different code time the same iterations. Also returns the slowest and fastest timed iteration (seconds).
     """
     import tempfile
 
@@ -180,17 +183,25 @@ def time_sds_iterations(
         else:
             config.pipeline.guidance.pretrained_model_path = Path(sd_path)
         config.pipeline.datamanager.data = image
+        torch.manual_seed(seed)
         pipeline = config.pipeline.setup(device=device, test_mode="val", guidance=guidance)
         run = training_step_function(pipeline, config)
 
         for step in range(warmup):
             run(step)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        times = []
         for step in range(warmup, warmup + steps):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
             run(step)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-    return {"iterations_per_second": steps / seconds, "seconds_per_iteration": seconds / steps}
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        seconds = sum(times)
+    return {
+        "iterations_per_second": steps / seconds,
+        "seconds_per_iteration": seconds / steps,
+        "slowest_iteration": max(times),
+        "fastest_iteration": min(times),
+    }
