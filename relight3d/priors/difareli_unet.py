@@ -178,6 +178,21 @@ def timestep_embedding(t: Float[Tensor, " b"], dim: int, max_period: float = 100
     return embedding
 
 
+def _out_layers(channels: int, settings: DiFaReliUNetSettings) -> nn.Sequential:
+    """A residual block's output layers (norm, SiLU, dropout, zero-initialised 3x3 conv), in the released key order."""
+    return nn.Sequential(
+        _norm(channels, settings),
+        nn.SiLU(),
+        nn.Dropout(settings.dropout),
+        _zeroed(nn.Conv2d(channels, channels, 3, padding=1)),
+    )
+
+
+def _skip_connection(channels: int, out_channels: int) -> nn.Module:
+    """Identity when the widths match, else a 1x1 conv."""
+    return nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+
+
 class TanhGate(nn.Module):
     """DiFaReli's ``HadamartLayer`` with ``hadamart_prep: Tanh``: ``h * tanh(feature)``. No parameters, but it holds
     index 0 of its block, which is why the released keys of gated blocks start at index 1."""
@@ -205,13 +220,8 @@ class CodeResBlock(nn.Module):
             nn.SiLU(),
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(settings.time_embed_dim, 2 * out_channels))
-        self.out_layers = nn.Sequential(
-            _norm(out_channels, settings),
-            nn.SiLU(),
-            nn.Dropout(settings.dropout),
-            _zeroed(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
-        )
-        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+        self.out_layers = _out_layers(out_channels, settings)
+        self.skip_connection = _skip_connection(channels, out_channels)
 
     def forward(self, x: Tensor, emb: Tensor, codes: Tensor) -> Tensor:
         h = self.in_layers(x)
@@ -231,13 +241,8 @@ class PlainResBlock(nn.Module):
         self.in_layers = nn.Sequential(
             _norm(channels, settings), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
         )
-        self.out_layers = nn.Sequential(
-            _norm(out_channels, settings),
-            nn.SiLU(),
-            nn.Dropout(settings.dropout),
-            _zeroed(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
-        )
-        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+        self.out_layers = _out_layers(out_channels, settings)
+        self.skip_connection = _skip_connection(channels, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.skip_connection(x) + self.out_layers(self.in_layers(x))

@@ -17,7 +17,7 @@ iterations per step, 20 steps reconstruct to 1.3e-7 (geometric: 6e-4 / 8e-6 / 1.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 import torch
@@ -30,13 +30,7 @@ pytest.importorskip("diffusers")
 DATA_VARIANCE = 0.25
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and the suite may share the CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scheduler(**overrides):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Set
+from typing import Callable, Dict, Set
 
 import pytest
 import torch
@@ -39,13 +39,7 @@ from relight3d.priors.diffusion.inversion import ddim_decode, ddim_invert
 TINY = DiFaReliUNetSettings.tiny()
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and the machine may be shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise(model: torch.nn.Module, seed: int, std: float = 0.15) -> torch.nn.Module:
