@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple, get_args, get_type_hints
 
-from relight3d.cli_types import add_command, config_from_args, non_negative_int, positive_int
+from relight3d.cli_types import add_command, config_from_args, non_negative_int, positive_int, split_dotted_options
 from relight3d.errors import Relight3dError
 from relight3d.eval.cli import register as register_eval
 from relight3d.export.cli import register as register_export
@@ -95,7 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``relight3d`` with ``argv``; a :class:`~relight3d.errors.Relight3dError` is one line and exit code 2."""
-    args = build_parser().parse_args(argv)
+    # nerfstudio's cameras module decorates functions with torch.jit.script, which torch 2.14 deprecates: a two-line
+    # FutureWarning on every command that imports it, which the user can do nothing about (and which would break
+    # the one-line errors).
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        args.prior_options, rest = split_dotted_options(extra, "prior")
+    except argparse.ArgumentTypeError as err:
+        parser.error(str(err))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.prior_options and not getattr(args, "takes_prior_options", False):
+        parser.error(f"--prior.<field> options are for relight3d relight, not relight3d {args.command}")
     try:
         return int(args.func(args) or 0)
     except Relight3dError as err:

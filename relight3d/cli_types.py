@@ -24,7 +24,20 @@ import argparse
 import dataclasses
 import math
 import textwrap
-from typing import Any, Callable, Optional, Type, TypeVar
+from typing import (
+    Any,
+    Callable,
+    List,
+    Literal,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 Number = TypeVar("Number", int, float)
 Config = TypeVar("Config")
@@ -136,8 +149,103 @@ def config_from_args(config_class: Type[Config], args: argparse.Namespace, **val
     return config_class(**{**taken, **values})
 
 
+DottedOption = Tuple[str, str]
+"""A ``--<group>.<field> VALUE`` option as ``(field, value)``, the field's hyphens turned into underscores."""
+
+
+def split_dotted_options(extra: List[str], group: str) -> Tuple[List[DottedOption], List[str]]:
+    """The ``--<group>.<field> VALUE`` / ``--<group>.<field>=VALUE`` options among ``extra`` (what argparse's
+    ``parse_known_args`` left over), and everything else, in order."""
+    found: List[DottedOption] = []
+    rest: List[str] = []
+    prefix = f"--{group}."
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if token.startswith(prefix) and len(token) > len(prefix):
+            name, sep, value = token[len(prefix) :].partition("=")
+            if not sep:
+                if i + 1 >= len(extra):
+                    raise argparse.ArgumentTypeError(f"{token}: expected a value")
+                value, i = extra[i + 1], i + 1
+            found.append((name.replace("-", "_"), value))
+        else:
+            rest.append(token)
+        i += 1
+    return found, rest
+
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _coerce(kind: Any, text: str) -> Any:
+    """``text`` as a value of the annotation ``kind`` (bool, int, float, str, Path, Literal, Optional / Union of
+    those); anything else, or a value that does not parse, is a ``ValueError`` with the reason."""
+    from pathlib import Path
+
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+        raise ValueError(f"expected one of {', '.join(str(a) for a in args)}, got '{text}'")
+    if origin is Union:
+        if type(None) in args and text.lower() == "none":
+            return None
+        problems = []
+        for member in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(member, text)
+            except ValueError as err:
+                problems.append(str(err))
+        raise ValueError("; ".join(problems))
+    if kind is bool:
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(f"expected true or false, got '{text}'")
+    if kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"expected {'an integer' if kind is int else 'a number'}, got '{text}'") from None
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got '{text}'")
+        return value
+    if kind is str:
+        return text
+    if kind is Path:
+        return Path(text)
+    raise ValueError(f"cannot be set from the command line (type {kind})")
+
+
+def apply_dotted_options(config: Config, options: List[DottedOption], group: str) -> Config:
+    """Set each ``(field, value)`` of ``options`` on the dataclass ``config``, parsed by the field's annotation.
+
+    Raises:
+        ConfigError: ``--<group>.<field>: <problem>`` for an unknown field (listing the known ones) or a value of
+            the wrong kind.
+    """
+    from relight3d.errors import ConfigError
+
+    hints = get_type_hints(type(config))
+    names = [f.name for f in dataclasses.fields(config) if f.init and not f.name.startswith("_")]  # type: ignore[arg-type]
+    for name, text in options:
+        option = f"--{group}.{name.replace('_', '-')}"
+        if name not in names:
+            known = ", ".join(n.replace("_", "-") for n in names)
+            raise ConfigError(option, f"{type(config).__name__} has no such field; its fields: {known}")
+        try:
+            setattr(config, name, _coerce(hints[name], text))
+        except ValueError as err:
+            raise ConfigError(option, str(err)) from None
+    return config
+
+
 __all__ = [
     "DEVICE_AUTO",
+    "DottedOption",
+    "apply_dotted_options",
+    "split_dotted_options",
     "DefaultsHelpFormatter",
     "add_command",
     "add_device_argument",

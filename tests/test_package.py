@@ -55,7 +55,7 @@ def test_cli_reports_data_errors_in_one_line(tmp_path, capsys, monkeypatch):
     parser = cli.build_parser()
     args = parser.parse_args(["demo"])
     monkeypatch.setattr(args, "func", bad_demo)
-    monkeypatch.setattr(cli, "build_parser", lambda: type("P", (), {"parse_args": lambda self, a: args})())
+    monkeypatch.setattr(cli, "build_parser", lambda: type("P", (), {"parse_known_args": lambda self, a: (args, [])})())
     assert main([]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"relight3d: error: {tmp_path / 'x.json'}: malformed JSON"

@@ -73,7 +73,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Literal, Sequence, Tuple, Union
+from typing import Dict, List, Literal, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -424,3 +424,62 @@ def read_gbuffer_frames(folder: Union[str, Path], clip_name: str = "scene") -> L
             )
         )
     return frames
+
+
+MATERIAL_PASSES = ("basecolor", "roughness", "metallic")
+"""The passes :func:`read_material_frames` reads."""
+_MATERIAL_FILE = re.compile(
+    r"^(?P<chunk>\d{4})\.(?P<frame>\d{4})\.(?P<pass>basecolor|roughness|metallic)\.(png|jpg|jpeg)$"
+)
+
+
+def read_material_frames(
+    clip: Union[str, Path], count: int, height: int, width: int
+) -> Dict[str, Float[Tensor, "n h w c"]]:
+    """The material passes of a ``gbuffer_frames`` clip as DiffusionRenderer's *inverse* renderer writes it
+    (``<chunk>.<frame>.<pass>.jpg``, no relight3d sidecar needed), for fitting a field's material head.
+
+    Frames are taken in (chunk, frame) order and must be exactly ``count``: the field's training views, in the
+    order of its data (run the inverse renderer on the training images in that order). Each pass is decoded as
+    :func:`read_gbuffer_frames` does (base colour sRGB to linear, roughness / metallic the channel mean) and resized
+    to ``height x width`` (bilinear, antialiased: the inverse renderer works at its own ``--height`` / ``--width``).
+
+    Returns:
+        ``{"base_color": [n, h, w, 3], "roughness": [n, h, w, 1], "metallic": [n, h, w, 1]}``, float32.
+
+    Raises:
+        DataError: naming the folder or file: no such folder, a pass missing for a frame, a frame count that is not
+            ``count``, or an unreadable image.
+    """
+    import torch.nn.functional as F
+
+    clip = Path(clip)
+    if not clip.is_dir():
+        raise DataError(clip, "no such folder of G-buffer frames (give the clip folder, gbuffer_frames/<clip>)")
+    files: Dict[Tuple[str, str], Dict[str, Path]] = {}
+    for path in clip.iterdir():
+        found = _MATERIAL_FILE.match(path.name)
+        if found and path.is_file():
+            files.setdefault((found["chunk"], found["frame"]), {})[found["pass"]] = path
+    if len(files) != count:
+        raise DataError(clip, f"holds {len(files)} frames of base colour / roughness / metallic, expected {count} "
+                              "(one per training view, in the data's order)")  # fmt: skip
+    out: Dict[str, List[Tensor]] = {"base_color": [], "roughness": [], "metallic": []}
+    for key in sorted(files):
+        frame = files[key]
+        for name in MATERIAL_PASSES:
+            if name not in frame:
+                raise DataError(clip / f"{key[0]}.{key[1]}.{name}.jpg", f"missing: frame {key[1]} has no {name} pass")
+            path = frame[name]
+            info = inspect_image(path)
+            image = torch.from_numpy(read_image_float32(path, info)[..., :3].copy())
+            if image.shape[:2] != (height, width):
+                image = F.interpolate(
+                    image.permute(2, 0, 1)[None], size=(height, width), mode="bilinear", antialias=True,
+                    align_corners=False,
+                )[0].permute(1, 2, 0).clamp(0.0, 1.0)  # fmt: skip
+            if name == "basecolor":
+                out["base_color"].append(decode_base_color(image))
+            else:
+                out[name].append(decode_scalar(image))
+    return {k: torch.stack(v) for k, v in out.items()}

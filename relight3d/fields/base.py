@@ -6,7 +6,8 @@ occupancy-grid renderer needs. They also implement nerfstudio's ``Field`` interf
 
 Shared here, so that each field holds only its own encoding: the box and the zero density outside it, normals
 (autograd or central differences of the density), the optional density blob (score distillation's initial
-object), freezing geometry, the spherical-harmonics direction encoding and the MLP builder.
+object), the optional material head (:mod:`relight3d.fields.material`), freezing geometry, the spherical-harmonics
+direction encoding and the MLP builder.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class RelightableField(Field):
         """Peak of a Gaussian blob at the origin added to the pre-activation density (0: no blob)."""
         self.blob_radius = 0.2
         """Standard deviation of the blob, in world units."""
+        self.material: Optional[nn.Module] = None
+        """The optional material head (:class:`relight3d.fields.material.MaterialHead`; the model attaches one when
+        its config asks). Not part of :meth:`appearance_parameter_groups`: the radiance loss never trains it."""
 
     # --- the interface the renderer uses -----------------------------------------------------------------
     def density(self, positions: Float[Tensor, "n 3"]) -> Float[Tensor, " n"]:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from relight3d.eval.image_metrics import psnr, ssim
 from relight3d.fields.base import NormalsMethod, RelightableField
+from relight3d.fields.material import MaterialHead
 from relight3d.geometry import opengl_to_opencv, world_to_camera
 from relight3d.models.samples import GBUFFERS, PackedSamples, Shader
 from relight3d.ops import OccupancyGrid, StepSchedule, march_rays_train, ray_aabb_intersect, render_weights
@@ -96,6 +97,10 @@ class OccupancyFieldModelConfig(ModelConfig):
     """Finite-difference step for the normals, in world units."""
     output_appearance_features: bool = False
     """Also render the per-ray appearance features."""
+    material_head: bool = False
+    """Give the field a material head (base colour, roughness, metallic; :mod:`relight3d.fields.material`). It is
+    fitted after training, with geometry frozen, by the relighting pipeline or ``relight3d export gbuffers``, and
+    queried at surface points: priors that condition on material G-buffers (DiffusionRenderer) turn it on."""
     eval_num_rays_per_chunk: int = 8192
     """Rays per chunk when rendering full images."""
 
@@ -113,6 +118,8 @@ class OccupancyFieldModel(Model):
         super().populate_modules()
         aabb = self.scene_box.aabb.flatten().float()
         self.field = self.build_field(aabb)
+        if self.config.material_head:
+            self.field.material = MaterialHead(aabb)
         self.occupancy = OccupancyGrid(
             aabb,
             res=self.config.occupancy_resolution,

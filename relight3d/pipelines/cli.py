@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Tuple
 from relight3d.cli_types import (
     add_command,
     add_device_argument,
+    apply_dotted_options,
     config_from_args,
     finite_float,
     non_negative_int,
@@ -108,6 +109,7 @@ def _relight(args: argparse.Namespace) -> int:
     if args.strength is not None and len(args.strength) != len(args.envmap):
         raise ConfigError("--strength", f"{len(args.strength)} strength(s) for {len(args.envmap)} --envmap map(s)")
     prior = registry.prior_config(str(args.prior), args.prior_path)  # looked up on the module: tests swap it
+    apply_dotted_options(prior, getattr(args, "prior_options", []), "prior")
     method = gaffer_config(args.stage1_steps, args.stage2_steps, prior=prior)
     method.pipeline.stage2 = STAGE2_PRESETS[str(args.stage2_preset)]()
     method.machine.device_type = resolve_device(args.device)
@@ -138,9 +140,13 @@ def _relight_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, help="output folder (one run per map, videos, report)")
     p.add_argument(
         "--prior", default=RegisteredDefault(PRIOR_REGISTRY, "DEFAULT_PRIOR"), metavar="NAME",
-        choices=RegisteredNames(PRIOR_REGISTRY, "PRIORS"), help="the 2D relighting prior: %(choices)s",
+        choices=RegisteredNames(PRIOR_REGISTRY, "PRIORS"),
+        help="the 2D relighting prior: %(choices)s. Any field of its config can follow as --prior.<field> VALUE "
+        "(e.g. --prior.backend builtin, --prior.num-inference-steps 20; ns-train relight3d-gaffer "
+        "pipeline.prior:<name> --help lists them)",
     )  # fmt: skip
     p.add_argument("--prior-path", default=None, help="local checkpoint folder of a prior with weights")
+    p.set_defaults(takes_prior_options=True)
     p.add_argument(
         "--strength", type=positive_float, nargs="+", default=None,
         help="radiance multiplier (> 0) per map (default: 1, or the strength the data's meta.json records)",

@@ -36,7 +36,9 @@ from relight3d.errors import ConfigError
 from relight3d.output_names import OutputNames
 from relight3d.pipelines.relight_eval import EvalViews, find_eval_views
 from relight3d.pipelines.relight_field import load_field_run, render_view, straight_rgb, view_points
+from relight3d.pipelines.relight_material import material_gbuffers, needs_material
 from relight3d.pipelines.relight_stage1 import write_png
+from relight3d.priors import registry
 from relight3d.priors.base import PriorViews
 
 
@@ -180,9 +182,13 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
     source_rgb = straight_rgb(gb["rgb"].cpu(), mask[0], pipeline.model.background.cpu())
     points, directions = view_points(camera, gb["depth"].cpu())
     gbuffers = _view_gbuffers(pipeline, gb["normals"].cpu(), points, directions, mask)
+    gbuffers.update(depth=gb["depth"].cpu()[None], accumulation=mask)
     target = pipeline.target_envmap()
     source = pipeline.source_envmap()
     prior = pipeline.prior
+    if needs_material(prior.required_gbuffers):
+        pipeline.training_view_materials()  # fits the field's material head when the run has not yet
+        gbuffers.update(material_gbuffers(pipeline.model.field.material, points[None], mask[..., 0] > 0.5))
     c2w = camera.camera_to_worlds.cpu()
 
     def frame(model, degrees: float):  # noqa: ANN001, ANN202
@@ -276,7 +282,7 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
     output.mkdir(parents=True, exist_ok=True)
     results: Dict[str, Dict[str, Any]] = {}
     combined = None
-    prior_name = type(job.method.pipeline.prior).__name__.replace("PriorConfig", "").lower() or "prior"
+    prior_name = registry.prior_name(job.method.pipeline.prior)
     names = OutputNames(fallback="envmap")
     for env, strength, views in zip(job.envmaps, strengths, evals):
         envname = Path(env).stem
@@ -316,6 +322,8 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
             render_eval_views(pipeline, run_dir / "pred", {v: f"{v:03d}.png" for v in eval_views})
             entry["ground_truth"] = "none found: renders only (pass --eval-data)"
         entry["source_light"] = pipeline.source_light_origin()
+        if pipeline.state.material_origin is not None:
+            entry["material"] = pipeline.state.material_origin
         if job.video_frames > 0:
             rotating_light_video(pipeline, run_dir / "rotating_light.mp4", job.video_frames, job.video_fps)
         results[name] = entry

@@ -67,6 +67,8 @@ class RelightingState:
     """The training images as the field was trained on them (before stage 1 replaced them), on the CPU."""
     gbuffers: Optional[Dict[str, Tensor]] = None
     """The training views' G-buffers, ``[n, h, w, c]`` each (see :mod:`relight3d.pipelines.relight_field`)."""
+    material_origin: Optional[str] = None
+    """How the field's material head was fitted (its targets and RMS error), when this run fitted it."""
     source_origin: str = NO_SOURCE_LIGHT
     """Where the source light came from: ``"given: ..."``, ``"recorded by the data: ..."`` or ``"estimated ..."``."""
     timings: StageTimings = field(default_factory=StageTimings)

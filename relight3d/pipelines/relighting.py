@@ -53,6 +53,13 @@ from relight3d.pipelines.relight_field import (
     weights_digest,
 )
 from relight3d.pipelines.relight_lights import estimate_source_envmap, read_target_envmap, source_envmap_path
+from relight3d.pipelines.relight_material import (
+    MaterialSource,
+    fit_material_head,
+    material_gbuffers,
+    needs_material,
+    physical_material_targets,
+)
 from relight3d.pipelines.relight_stage1 import read_stage1_cache, relight_training_views, stage1_fingerprint
 from relight3d.pipelines.relight_stage2 import (
     DEFAULT_STAGE2,
@@ -65,7 +72,8 @@ from relight3d.pipelines.relight_stage2 import (
     t_star_at,
 )
 from relight3d.pipelines.relight_state import RelightingState
-from relight3d.priors.base import RelightingPrior
+from relight3d.priors.base import PriorViews, RelightingPrior
+from relight3d.priors.physical import PhysicalPriorConfig
 from relight3d.priors.registry import DEFAULT_PRIOR, PRIORS, PriorChoice
 
 
@@ -113,6 +121,21 @@ class RelightingPipelineConfig(VanillaPipelineConfig):
     """Cells per side of the voxel grid in which the training views' normals (density gradient + depth) are
     averaged into the ``"multiview_normals"`` G-buffer (:func:`relight3d.priors.normals.fuse_view_normals`);
     0 leaves it out."""
+    material_source: MaterialSource = "physical"
+    """For priors that condition on material G-buffers (base colour, roughness, metallic: DiffusionRenderer), what
+    the field's material head is fitted to before stage 1 (:mod:`~relight3d.pipelines.relight_material`):
+    ``physical``, the physical prior's albedo estimate under the training light (no weights), or
+    ``gbuffer-frames``, DiffusionRenderer inverse-renderer passes of the training views in
+    ``material_gbuffers``."""
+    material_gbuffers: Optional[Path] = None
+    """With ``material_source gbuffer-frames``: the clip folder (``.../gbuffer_frames/<clip>``) of
+    ``<chunk>.<frame>.{basecolor,roughness,metallic}.{jpg,png}`` files, one frame per training view in the data's
+    order."""
+    material_fit_steps: int = 500
+    """Adam steps fitting the material head (8,192 object pixels each)."""
+    material_physical: PhysicalPriorConfig = field(default_factory=PhysicalPriorConfig)
+    """The physical prior that estimates the albedo for ``material_source physical`` (its roughness becomes the
+    head's roughness target; metallic is 0)."""
     cache_dir: Optional[Path] = None
     """Folder of the stage-1 cache. Default: ``stage1/`` next to this run's checkpoints."""
     field_cache_dir: Optional[Path] = None
@@ -133,6 +156,8 @@ class RelightingPipeline(VanillaPipeline):
         if config.field_run is not None and (test_mode != "inference" or Path(config.field_run).exists()):
             trained, field_state, _ = load_field_run(Path(config.field_run))
             config.model, config.datamanager = frozen_field_configs(trained, config.datamanager.data)
+        if needs_material(getattr(config.prior._target, "required_gbuffers", ())):
+            config.model.material_head = True  # the prior conditions on material G-buffers: fit a head to give them
         elif config.field_run is None and test_mode != "inference":
             raise ConfigError("--pipeline.field-run", "relighting needs a trained field: pass its config.yml")
         super().__init__(config, device, test_mode=test_mode, **kwargs)
@@ -141,6 +166,7 @@ class RelightingPipeline(VanillaPipeline):
         if field_state is not None:
             self.state.field_digest = weights_digest(field_state)
             missing, unexpected = self.model.load_state_dict(field_state, strict=False)
+            missing = [k for k in missing if not k.startswith("field.material.")]  # a head added here is fitted later
             if missing or unexpected:
                 raise DataError(
                     config.field_run,
@@ -223,11 +249,13 @@ class RelightingPipeline(VanillaPipeline):
             )  # fmt: skip
         return self.state.gbuffers
 
-    def training_view_visibility(self, views: Tensor) -> Optional[Float[Tensor, "b h w k"]]:
-        """Per pixel of the given training views, the transmittance towards each of the prior's shadow directions
-        (:attr:`RelightingPrior.visibility_settings`); None when the prior asks for none. Traced once per field
-        (:func:`trace_visibility`); background pixels read 1."""
-        settings = self.prior.visibility_settings
+    def training_view_visibility(
+        self, views: Tensor, settings: Optional[Tuple[int, int]] = None
+    ) -> Optional[Float[Tensor, "b h w k"]]:
+        """Per pixel of the given training views, the transmittance towards each shadow direction of ``settings``
+        (default: the prior's, :attr:`RelightingPrior.visibility_settings`); None when there are none. Traced once
+        per field and settings (:func:`trace_visibility`); background pixels read 1."""
+        settings = settings or self.prior.visibility_settings
         if settings is None:
             return None
         cams = self.datamanager.train_cameras
@@ -241,12 +269,75 @@ class RelightingPipeline(VanillaPipeline):
         )  # fmt: skip
         return packed.unpack(views)
 
+    # --- the field's material ----------------------------------------------------------------------------------
+    def training_view_materials(self) -> Dict[str, Tensor]:
+        """``base_color`` / ``roughness`` / ``metallic`` G-buffers of every training view from the field's material
+        head, fitted first (once per field and settings, kept in the field cache) when the checkpoint's is not."""
+        head = self.model.field.material
+        if head is None:
+            raise ConfigError("--pipeline.model.material-head", "the prior needs material G-buffers: turn it on")
+
+        def build() -> Dict[str, Tensor]:
+            if not bool(head.fitted):
+                c, cams = self.config, self.datamanager.train_cameras
+                settings = {"source": c.material_source, "steps": c.material_fit_steps, "seed": c.seed,
+                            "frames": str(c.material_gbuffers), "physical": repr(c.material_physical)}  # fmt: skip
+                fitted = dict(self.field_cache.get("material", cams, settings, self._fit_material))
+                rms = float(fitted.pop("fit_rms"))
+                head.load_state_dict(fitted)
+                where = c.material_gbuffers if c.material_source == "gbuffer-frames" else "the physical prior's albedo"
+                self.state.material_origin = f"fitted to {where} (RMS error {rms:.4f})"
+            gb = self.training_view_gbuffers()
+            return material_gbuffers(head, gb["points"], gb["accumulation"][..., 0] > 0.5)
+
+        return self.state.memo("materials", bool(head.fitted), build)
+
+    def _fit_material(self) -> Dict[str, Tensor]:
+        from relight3d.data.gbuffer_frames import read_material_frames
+
+        c, head, gb = self.config, self.model.field.material, self.training_view_gbuffers()
+        fg = gb["accumulation"][..., 0] > 0.5
+        if c.material_source == "gbuffer-frames":
+            if c.material_gbuffers is None:
+                raise ConfigError(
+                    "--pipeline.material-gbuffers", "material source gbuffer-frames needs the clip folder"
+                )
+            targets = read_material_frames(c.material_gbuffers, *fg.shape)
+        else:
+            targets = physical_material_targets(self._physical_albedo(), c.material_physical.roughness)
+        rms = fit_material_head(head, gb["points"], fg, targets, c.material_fit_steps, seed=c.seed)
+        return {**{k: v.detach().cpu() for k, v in head.state_dict().items()}, "fit_rms": torch.tensor(rms)}
+
+    def _physical_albedo(self, batch: int = 8) -> Float[Tensor, "n h w 3"]:
+        """The physical prior's albedo estimate of every training image (field normals, shadows, source light)."""
+        prior = self.config.material_physical.setup()
+        gb = self.training_view_gbuffers()
+        images = self.state.original_images
+        if images is None:
+            images = self.datamanager.train_images[..., :3].detach().cpu()
+        c2w = self.datamanager.train_cameras.camera_to_worlds.cpu()
+        source, target = self.source_envmap(), self.target_envmap()
+        names = ("normals", "multiview_normals", "points", "directions", "accumulation")
+        out = []
+        for start in range(0, images.shape[0], batch):
+            views = torch.arange(start, min(start + batch, images.shape[0]))
+            gbuffers = {k: gb[k][views] for k in names if k in gb}
+            visibility = self.training_view_visibility(views, prior.visibility_settings)
+            if visibility is not None:
+                gbuffers["visibility"] = visibility
+            masks = gb["accumulation"][views].clamp(0.0, 1.0)
+            pv = PriorViews(images[views].float(), masks, c2w[views], target, gbuffers=gbuffers, source_envmap=source)
+            out.append(prior.estimate_albedo(pv))
+        return torch.cat(out)
+
     def prior_inputs(self, views: Tensor, size: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
         """The other PriorViews fields of training views ``views``: the generator, the views' G-buffers and
         shadow visibility (resized to ``size``) when the prior asks for them, the source light when known or needed."""
         inputs: Dict[str, Any] = {"generator": self.state.generator}
         if self.prior.required_gbuffers:
             gb = {k: v[views] for k, v in self.training_view_gbuffers().items()}
+            if needs_material(self.prior.required_gbuffers):
+                gb.update({k: v[views] for k, v in self.training_view_materials().items()})
             visibility = self.training_view_visibility(views)
             if visibility is not None:
                 gb["visibility"] = visibility

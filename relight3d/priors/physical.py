@@ -271,21 +271,38 @@ class PhysicalPrior(RelightingPrior):
     # --- the contract ----------------------------------------------------------------------------------------
     def relight_views(self, views: PriorViews) -> Float[Tensor, "b h w 3"]:
         """Relight by dividing out the source shading and multiplying in the target's (see the module docstring)."""
+        albedo, normals, directions, visibility, parts = self._decompose(views)
+        d_tgt, s_tgt = self._terms(views.target_envmap, normals, directions, visibility)
+        if parts is not None:
+            # The object's mean radiance: observed under the source light, scaled by the ratio of the mean direct
+            # shadings for the target.
+            occlusion, radiance_src, d_src = parts
+            radiance_tgt = radiance_src * _masked_mean(d_tgt, views.masks) / d_src.clamp_min(1e-6)
+            d_tgt = self._with_bounce(d_tgt, occlusion, radiance_tgt)
+        return self._shaded(views, albedo, d_tgt, s_tgt)
+
+    def estimate_albedo(self, views: PriorViews) -> Float[Tensor, "b h w 3"]:
+        """The linear albedo (base colour) that explains ``views.images`` under the source light, clipped to
+        ``[0, max_albedo]``: what :meth:`relight_views` re-shades, and what the field's material head is fitted to
+        (:mod:`relight3d.pipelines.relight_material`). ``views.target_envmap`` is not used. Inside the masks only;
+        the scale is the source light's (a given map's, or the estimate's ``assumed_albedo``)."""
+        return self._decompose(self.checked(views))[0]
+
+    def _decompose(self, views: PriorViews) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Optional[tuple]]:
+        """``(albedo, normals, directions, visibility, bounce)``; ``bounce`` is ``(occlusion, mean radiance, mean
+        direct source shading)`` when the interreflection term applies (a known source map and shadows), else None."""
         images, masks, gbuffers, source_envmap = views.images, views.masks, views.gbuffers, views.source_envmap
         normals, directions = self._gbuffers(gbuffers, images.shape, masks)
         visibility = self._visibility(gbuffers, images.shape)
         linear = srgb_to_linear(images.float().clamp(0.0, 1.0))
         d_src, s_src = self._source_terms(linear, masks, normals, directions, source_envmap, visibility)
-        d_tgt, s_tgt = self._terms(views.target_envmap, normals, directions, visibility)
         occlusion = self._occlusion(visibility, normals) if source_envmap is not None else None
+        bounce = None
         if occlusion is not None:
-            # The object's mean radiance: observed under the source light, scaled by the ratio of the mean direct
-            # shadings for the target.
             radiance_src = _masked_mean(linear, masks)
-            radiance_tgt = radiance_src * _masked_mean(d_tgt, masks) / _masked_mean(d_src, masks).clamp_min(1e-6)
+            bounce = (occlusion, radiance_src, _masked_mean(d_src, masks))
             d_src = self._with_bounce(d_src, occlusion, radiance_src)
-            d_tgt = self._with_bounce(d_tgt, occlusion, radiance_tgt)
-        return self._shaded(views, self._albedo(linear, d_src, s_src), d_tgt, s_tgt)
+        return self._albedo(linear, d_src, s_src), normals, directions, visibility, bounce
 
     def refine_views(self, views: PriorViews, t_star: float) -> Float[Tensor, "b h w 3"]:
         """Re-shade ``images`` with their albedo (under the target light) clipped and smoothed by ``t*``."""

@@ -27,6 +27,8 @@ import tyro
 
 from relight3d.errors import ConfigError
 from relight3d.priors.base import RelightingPriorConfig
+from relight3d.priors.difareli import DiFaReliPriorConfig
+from relight3d.priors.diffusion_renderer import DiffusionRendererPriorConfig
 from relight3d.priors.ic_light import ICLightPriorConfig
 from relight3d.priors.instruct_pix2pix import InstructPix2PixPriorConfig
 from relight3d.priors.neural_gaffer import NeuralGafferPriorConfig
@@ -43,6 +45,8 @@ PRIORS: Dict[str, Callable[[], RelightingPriorConfig]] = {
     "ic-light-public": ICLightPriorConfig.public_preset,
     "instruct-pix2pix": InstructPix2PixPriorConfig,
     "instruct-pix2pix-public": InstructPix2PixPriorConfig.public_preset,
+    "diffusion-renderer": DiffusionRendererPriorConfig,
+    "difareli": DiFaReliPriorConfig,
 }
 """Every relighting prior and preset, by the name ``ns-train`` (``pipeline.prior:<name>``) and ``relight3d relight
 --prior`` use, as a factory of its config; the default (:data:`DEFAULT_PRIOR`) comes first."""
@@ -82,4 +86,14 @@ def prior_config(name: str, model_path: Optional[Union[str, Path]] = None) -> Re
     return config
 
 
-__all__ = ["DEFAULT_PRIOR", "PRIORS", "PriorChoice", "prior_config", "prior_union"]
+def prior_name(config: RelightingPriorConfig) -> str:
+    """The registry name of ``config``'s prior (its first entry of that config class: ``"neural-gaffer"`` for a
+    ``NeuralGafferPriorConfig``, preset or not), what reports and summaries call it; a config class that is not in
+    the table gets its class name."""
+    for name, factory in PRIORS.items():
+        if type(factory()) is type(config):
+            return name
+    return type(config).__name__
+
+
+__all__ = ["DEFAULT_PRIOR", "PRIORS", "PriorChoice", "prior_config", "prior_name", "prior_union"]

@@ -43,6 +43,6 @@ def test_neural_gaffer_prior_runs_both_stages(trained_object_run: Path, tiny_obj
     a = iio.imread(preds[0]).astype(float)
     b = iio.imread(stage1 / "input_image" / preds[0].name).astype(float)
     assert abs(a[..., :3] - b[..., :3]).mean() > 1.0
-    assert "relight3d-gaffer (neuralgaffer)/psnr_masked" in results["sky"]
+    assert "relight3d-gaffer (neural-gaffer)/psnr_masked" in results["sky"]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["sky"]
     assert iio.imread(run / "rotating_light.mp4", plugin="pyav").shape[0] == 2

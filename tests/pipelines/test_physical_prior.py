@@ -83,6 +83,23 @@ def test_relight_matches_forward_shading_under_the_target(specular_weight: float
     assert torch.equal(relit[~inside], img_a[~inside])
 
 
+@pytest.mark.parametrize("specular_weight", [0.0, 1.0])
+def test_estimate_albedo_recovers_the_rendered_albedo(specular_weight: float) -> None:
+    """What the field's material head is fitted to: the albedo an image was rendered with, under a known source."""
+    normals, directions, mask, cam = _sphere_view()
+    albedo = torch.rand(1, 24, 24, 3, generator=torch.Generator().manual_seed(3)) * 0.6 + 0.1
+    env_a, env_b = _envmaps()
+    image = _render(albedo, normals, directions, env_a, specular_weight)
+    prior = PhysicalPriorConfig(specular_weight=specular_weight, envmap_height=16, normal_smoothing_pixels=0).setup()
+    views = PriorViews(image, mask, cam, env_b, gbuffers={"normals": normals, "directions": directions},
+                       source_envmap=env_a)  # fmt: skip
+    inside = mask[..., 0] > 0
+    assert float((prior.estimate_albedo(views) - albedo).abs()[inside].max()) < 3e-3
+    # under the wrong source light it is not the albedo
+    wrong = replace(views, source_envmap=env_b)
+    assert float((prior.estimate_albedo(wrong) - albedo).abs()[inside].mean()) > 0.05
+
+
 def test_relight_with_cast_shadows_matches_shadowed_forward_shading() -> None:
     """With a visibility G-buffer, the prior inverts and re-applies each light's shadowed irradiance: an image
     rendered with shadows under light A is relit to the shadowed rendering under light B, and ignoring the

@@ -81,7 +81,10 @@ def test_relight_help_lists_the_registered_priors_and_every_default(capsys, monk
         parser.parse_args(["relight", "--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert f"--prior NAME the 2D relighting prior: {', '.join(sorted(PRIORS))} (default: {DEFAULT_PRIOR})" in text
+    assert f"--prior NAME the 2D relighting prior: {', '.join(sorted(PRIORS))}. Any field of its config" in text
+    start = text.index("--prior NAME the 2D")
+    prior_help = text[start : text.index("--prior-path", start)]
+    assert "--prior.<field> VALUE" in prior_help and prior_help.rstrip().endswith(f"(default: {DEFAULT_PRIOR})")
     for flag, default in [("--stage1-steps", "2500"), ("--stage2-steps", "500"), ("--video-frames", "48"),
                           ("--rotation", "0.0"), ("--device", "auto")]:  # fmt: skip
         assert re.search(rf"{flag} \S+ (?:(?! --).)*\(default: {re.escape(default)}\)", text), flag
