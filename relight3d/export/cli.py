@@ -1,4 +1,5 @@
-"""``relight3d export mesh`` and ``relight3d export video``: thin wrappers over :mod:`relight3d.export`.
+"""``relight3d export mesh`` / ``video`` / ``gbuffers``: thin wrappers over :mod:`relight3d.export` and
+:mod:`relight3d.pipelines.gbuffer_export`.
 
 Imports stay cheap at module level (``relight3d`` imports every subcommand module on start); torch, nerfstudio,
 trimesh and friends are imported inside the command functions. Options named like the fields of
@@ -91,6 +92,40 @@ def _export_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_gbuffers(args: argparse.Namespace) -> int:
+    from relight3d.pipelines.gbuffer_export import export_gbuffers
+
+    result = export_gbuffers(
+        args.field_run, args.output, args.views, args.frames, resolve_device(args.device), args.data,
+        args.material_source, args.material_gbuffers, args.image_format, args.overwrite,
+    )  # fmt: skip
+    print(f"wrote {result.clip}: {result.frames} frames of {result.width}x{result.height} G-buffers "
+          f"(basecolor, normal, depth, roughness, metallic); material {result.material}")  # fmt: skip
+    return 0
+
+
+def _gbuffer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--field-run", required=True, type=Path, help="config.yml of a trained relight3d-tensorf / -ngp run")
+    p.add_argument("--output", required=True, type=Path,
+                   help="the gbuffer_frames folder; the clip is written in <output>/<views>/")  # fmt: skip
+    p.add_argument("--views", choices=["train", "test", "orbit"], default="train",
+                   help="the training views, the held-out views, or an orbit around the object")  # fmt: skip
+    p.add_argument("--frames", type=positive_int, default=24, help="frames of the orbit")
+    p.add_argument(
+        "--material-source", choices=["physical", "gbuffer-frames"], default="physical",
+        help="what the field's material head is fitted to when its checkpoint has none: the physical prior's albedo "
+        "estimate, or DiffusionRenderer inverse-renderer frames (--material-gbuffers)",
+    )  # fmt: skip
+    p.add_argument(
+        "--material-gbuffers", type=Path, default=None,
+        help="the clip folder of inverse-renderer frames of the training views, in the data's order",
+    )  # fmt: skip
+    p.add_argument("--image-format", choices=["png", "jpg"], default="png", help="png (lossless) or jpg (quality 85)")
+    p.add_argument("--overwrite", action="store_true", help="replace a clip written before")
+    p.add_argument("--data", type=Path, default=None, help="the training data folder, if it has moved")
+    add_device_argument(p, "device to render on")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load-config", required=True, type=Path, help="config.yml of a trained relight3d run")
     parser.add_argument("--output", required=True, type=Path, help="file to write (format from the extension)")
@@ -100,8 +135,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``export`` with ``mesh`` and ``video`` to the ``relight3d`` command."""
-    export = add_command(subparsers, "export", help="export a trained field as a mesh or a video")
+    """Add ``export`` with ``mesh``, ``video`` and ``gbuffers`` to the ``relight3d`` command."""
+    export = add_command(subparsers, "export", help="export a trained field as a mesh, a video or G-buffers")
     sub = export.add_subparsers(dest="export_command", required=True)
 
     mesh = add_command(sub, "mesh", help="marching-cubes mesh (.ply, .obj, .glb) with vertex colours or a texture")
@@ -143,3 +178,13 @@ def register(subparsers: Any) -> None:
     video.add_argument("--save-camera-path", type=Path, default=None,
                        help="also write the path as a camera_path.json (for ns-render camera-path)")  # fmt: skip
     video.set_defaults(func=_export_video)
+
+    gbuffers = add_command(
+        sub, "gbuffers", help="any view's G-buffers in DiffusionRenderer's gbuffer_frames layout",
+        description="Render base colour, normals, depth, roughness and metallic of the training views, the held-out "
+        "views or an orbit, encoded as DiffusionRenderer's forward renderer reads them (camera-space normals, "
+        "normalised depth, sRGB base colour; see relight3d.data.gbuffer_frames). The material comes from the "
+        "field's material head, fitted first when the run has none.",
+    )  # fmt: skip
+    _gbuffer_options(gbuffers)
+    gbuffers.set_defaults(func=_export_gbuffers)

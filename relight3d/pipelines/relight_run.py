@@ -140,7 +140,7 @@ def render_eval_views(pipeline, out_dir: Path, names: Dict[int, str]) -> None:  
         render_views(pipeline.model, dataset.cameras[torch.tensor(rows)], out_dir, [names[views[i]] for i in rows])
 
 
-def _view_gbuffers(pipeline, normals, points, directions, mask) -> Dict[str, Any]:  # noqa: ANN001
+def view_gbuffers(pipeline, normals, points, directions, mask) -> Dict[str, Any]:  # noqa: ANN001
     """The G-buffers the prior shades one view with, as in stage 1: density + depth normals, and their average over
     that view and every training view (``"multiview_normals"``) when the sizes match."""
     from relight3d.priors.normals import density_and_depth_normals, fuse_view_normals
@@ -181,7 +181,7 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
     mask = gb["accumulation"].clamp(0, 1)[None].cpu()
     source_rgb = straight_rgb(gb["rgb"].cpu(), mask[0], pipeline.model.background.cpu())
     points, directions = view_points(camera, gb["depth"].cpu())
-    gbuffers = _view_gbuffers(pipeline, gb["normals"].cpu(), points, directions, mask)
+    gbuffers = view_gbuffers(pipeline, gb["normals"].cpu(), points, directions, mask)
     gbuffers.update(depth=gb["depth"].cpu()[None], accumulation=mask)
     target = pipeline.target_envmap()
     source = pipeline.source_envmap()

@@ -131,6 +131,9 @@ class RelightingPipelineConfig(VanillaPipelineConfig):
     """With ``material_source gbuffer-frames``: the clip folder (``.../gbuffer_frames/<clip>``) of
     ``<chunk>.<frame>.{basecolor,roughness,metallic}.{jpg,png}`` files, one frame per training view in the data's
     order."""
+    fit_material: bool = False
+    """Give the field a material head (fitted as below) even when the prior needs none (``relight3d export
+    gbuffers`` does, to write base colour / roughness / metallic)."""
     material_fit_steps: int = 500
     """Adam steps fitting the material head (8,192 object pixels each)."""
     material_physical: PhysicalPriorConfig = field(default_factory=PhysicalPriorConfig)
@@ -156,7 +159,7 @@ class RelightingPipeline(VanillaPipeline):
         if config.field_run is not None and (test_mode != "inference" or Path(config.field_run).exists()):
             trained, field_state, _ = load_field_run(Path(config.field_run))
             config.model, config.datamanager = frozen_field_configs(trained, config.datamanager.data)
-        if needs_material(getattr(config.prior._target, "required_gbuffers", ())):
+        if config.fit_material or needs_material(getattr(config.prior._target, "required_gbuffers", ())):
             config.model.material_head = True  # the prior conditions on material G-buffers: fit a head to give them
         elif config.field_run is None and test_mode != "inference":
             raise ConfigError("--pipeline.field-run", "relighting needs a trained field: pass its config.yml")
@@ -183,7 +186,8 @@ class RelightingPipeline(VanillaPipeline):
                 self._check_lpips_weights()
             check_strength("--pipeline.target-envmap-strength", config.target_envmap_strength)
             check_strength("--pipeline.source-envmap-strength", config.source_envmap_strength)
-            self.target_envmap()
+            if config.target_envmap is not None or config.stage1_steps + config.stage2_steps > 0:
+                self.target_envmap()
             if config.source_envmap is not None:
                 read_envmap(config.source_envmap)
 
@@ -316,7 +320,8 @@ class RelightingPipeline(VanillaPipeline):
         if images is None:
             images = self.datamanager.train_images[..., :3].detach().cpu()
         c2w = self.datamanager.train_cameras.camera_to_worlds.cpu()
-        source, target = self.source_envmap(), self.target_envmap()
+        source = self.source_envmap()
+        target = torch.ones(4, 8, 3)  # PriorViews needs one; estimating the albedo does not use it
         names = ("normals", "multiview_normals", "points", "directions", "accumulation")
         out = []
         for start in range(0, images.shape[0], batch):
