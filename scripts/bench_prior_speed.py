@@ -10,6 +10,14 @@ resolution, the number of DDIM steps and the guidance branches, all of which are
 * IC-Light (fc): the same UNet with an 8-channel ``conv_in``, 512 px, CLIP ViT-L text encoder; 25 DDIM steps,
   2 branches, started from the lighting preview at strength 0.9.
 * InstructPix2Pix: 8-channel UNet, 512 px, CLIP ViT-L text encoder; 20 DDIM steps, 3 guidance branches.
+* DiffusionRenderer, ``builtin`` backend: relight3d's G-buffer-conditioned denoiser has no released weights (the
+  prior-training issue trains it); it is timed at the size it is meant to be trained at, the SD 1.x UNet with a
+  32-channel ``conv_in`` (noisy latent + seven condition latents) at 512 px, SD VAE (which also encodes the seven
+  condition images), one zero context token; 15 DDIM steps, no guidance. The ``checkout`` backend (NVIDIA's 7B
+  Cosmos video model) cannot run here and is not timed.
+* DiFaReli: its released 256 px pixel-space UNet and condition encoder (148.6 M + 42.0 M parameters,
+  :class:`relight3d.priors.difareli_unet.DiFaReliUNetSettings`); a "step" is one DDIM inversion step plus one
+  decoding step (two UNet calls), 1,000 of each by default (DiFaReli's released sampling).
 * physical (the weight-free default), the peer every ratio is taken against, on the same views with sphere
   G-buffers (its shadows need the field's visibility, which the relighting benchmark traces; here none).
 
@@ -120,6 +128,44 @@ def networks(kind: str, tiny: bool) -> Dict[str, Any]:
     return parts
 
 
+@functools.cache
+def gbuffer_networks(tiny: bool) -> Dict[str, Any]:
+    """Random networks of the diffusion-renderer builtin: a 32-channel UNet (SD 1.x size at 512 px) and a VAE."""
+    from relight3d.priors.diffusion import testing
+    from relight3d.priors.diffusion_renderer import BUILTIN_IN_CHANNELS
+
+    torch.manual_seed(0)
+    return {"unet": testing.tiny_unet(BUILTIN_IN_CHANNELS) if tiny else unet(BUILTIN_IN_CHANNELS, 64),
+            "vae": testing.tiny_vae() if tiny else vae()}  # fmt: skip
+
+
+@functools.cache
+def difareli_networks(tiny: bool) -> Tuple[Any, Any]:
+    """DiFaReli's UNet and condition encoder, random, at the released size (or the tests' tiny one)."""
+    from relight3d.priors.difareli import TINY_SETTINGS
+    from relight3d.priors.difareli_unet import DiFaReliConditionEncoder, DiFaReliUNet, DiFaReliUNetSettings
+
+    torch.manual_seed(0)
+    settings = TINY_SETTINGS if tiny else DiFaReliUNetSettings()
+    return DiFaReliUNet(settings).eval(), DiFaReliConditionEncoder(settings).eval()
+
+
+def build_gbuffer_prior(name: str, cfg: Any, device: str, tiny: bool) -> Any:
+    """The diffusion-renderer builtin or DiFaReli on random networks (``cfg`` as configured)."""
+    if name == "diffusion-renderer":
+        from relight3d.priors.diffusion_renderer import DiffusionRendererPrior
+
+        cfg.backend = "builtin"
+        if tiny:
+            cfg.resolution = None
+        return DiffusionRendererPrior.from_components(cfg, device=device, **gbuffer_networks(tiny),
+                                                      scheduler=tiny_scheduler())  # fmt: skip
+    from relight3d.priors.difareli import DiFaReliPrior
+
+    unet_, encoder = difareli_networks(tiny)
+    return DiFaReliPrior.from_components(cfg, unet_, encoder, device=device)
+
+
 def build_configured(name: str, device: str, tiny: bool) -> Any:
     """The registry's prior ``name`` as configured (its default or preset values), on random networks."""
     from relight3d.priors.ic_light import ICLightPriorConfig
@@ -128,6 +174,8 @@ def build_configured(name: str, device: str, tiny: bool) -> Any:
     from relight3d.priors.registry import prior_config
 
     cfg = prior_config(name)
+    if name.removesuffix("-public") in ("diffusion-renderer", "difareli"):
+        return build_gbuffer_prior(name.removesuffix("-public"), cfg, device, tiny)
     if isinstance(cfg, NeuralGafferPriorConfig):
         kind = "image"
     elif isinstance(cfg, (ICLightPriorConfig, InstructPix2PixPriorConfig)):
@@ -148,9 +196,11 @@ def measure_configured(name: str, batch: PriorViews, device: str, tiny: bool) ->
     out: Dict[str, Any] = {"build_seconds": time.perf_counter() - t0}
     calls = [0]
     hook = None
-    if hasattr(prior, "components"):
-        hook = prior.components.unet.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-        out.update(resolution=prior.resolution, dtype=str(prior.dtype).replace("torch.", ""))
+    latent = getattr(prior, "builtin", None) or prior  # the diffusion-renderer prior wraps its builtin denoiser
+    network = latent.components.unet if hasattr(latent, "components") else getattr(prior, "unet", None)
+    if network is not None:
+        hook = network.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        out.update(resolution=prior.resolution, dtype=str(getattr(latent, "dtype", "float32")).replace("torch.", ""))
         out["num_inference_steps"] = prior.config.num_inference_steps
     prior.relight(batch)  # warm-up (allocations, lazy set-up, kernel selection)
     calls[0] = 0
@@ -191,6 +241,12 @@ def build_prior(name: str, steps: int) -> Tuple[Any, int, int]:
             cfg.lighting_preview_strength = 1.0
         parts = dict(networks("text", False), scheduler=tiny_scheduler())
         return Prior.from_components(cfg, **parts), default, executed
+    if name in ("diffusion-renderer", "difareli"):
+        from relight3d.priors.registry import prior_config
+
+        cfg = prior_config(name)
+        default, cfg.num_inference_steps = cfg.num_inference_steps, steps
+        return build_gbuffer_prior(name, cfg, "cpu", False), default, default
     if name == "physical":
         from relight3d.priors.physical import PhysicalPrior, PhysicalPriorConfig
 
@@ -221,7 +277,16 @@ def sphere_views(n: int, size: int) -> Dict[str, torch.Tensor]:
         "cameras": rep(c2w),
         "target": env.flip(0).contiguous(),
         "source": env,
-        "gbuffers": {"normals": rep(normals), "directions": rep(directions), "points": rep(points)},
+        "gbuffers": {
+            "normals": rep(normals),
+            "directions": rep(directions),
+            "points": rep(points),
+            "accumulation": rep(mask),
+            "depth": rep(3.0 - z[..., None]),
+            "base_color": rep(torch.tensor([0.7, 0.5, 0.3]) * mask),
+            "roughness": rep(mask * 0.5),
+            "metallic": rep(mask * 0.0),
+        },  # fmt: skip
     }
 
 
@@ -268,9 +333,13 @@ def project(out: Dict[str, float], step_counts: List[int], t_stars: Tuple[float,
     return res
 
 
+TIMED_PRIORS = ("physical", "neural-gaffer", "ic-light", "instruct-pix2pix", "diffusion-renderer", "difareli")
+"""The priors timed by default (the physical prior, the peer of every ratio, first)."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--priors", nargs="*", default=["physical", "neural-gaffer", "ic-light", "instruct-pix2pix"])
+    ap.add_argument("--priors", nargs="*", default=list(TIMED_PRIORS))
     ap.add_argument("--views", type=int, default=1, help="views per prior call (stage 1 batches views)")
     ap.add_argument("--size", type=int, default=128, help="side of the input views (the benchmark's 128 px)")
     ap.add_argument("--steps", type=int, nargs="*", default=[1, 2], help="DDIM step counts actually timed")

@@ -141,6 +141,7 @@ CLI_SHORT: Dict[str, Dict[str, str]] = {
         "--rays-per-batch": "256",
     },
     "relight": {"--stage1-steps": "2", "--stage2-steps": "1", "--video-frames": "2"},
+    "export": {},
 }  # fmt: skip
 """``relight3d`` subcommand -> options that make it tiny; only those its ``--help`` lists are added."""
 
@@ -270,17 +271,39 @@ def check_relit(r: Result) -> None:
         assert (out / Path(env).stem).is_dir(), env
 
 
+def check_gbuffers(r: Result) -> None:
+    """Exit 0, and the clip of the README's view set, which relight3d's reader loads."""
+    from relight3d.data.gbuffer_frames import read_gbuffer_frames
+
+    _ok(r)
+    views = r.argv[r.argv.index("--views") + 1]
+    assert len(read_gbuffer_frames(_output(r, "gbuffer_frames"), views)) >= 1
+
+
+WEIGHTED_PRIORS = r"--prior (diffusion-renderer|difareli)"
+"""``relight3d relight`` with a prior whose weights (or checkout) cannot be had in a test."""
+
 RUN: Dict[str, Run] = {
     r"ns-train --help": Run(lambda c, w: c, check_lists_methods),
     r"ns-train relight3d-(tensorf|ngp) (?!.*--load-dir).*": Run(ns_train_short, check_trained),
     r"ns-train relight3d-(tensorf|ngp) .*--load-dir .*": Run(ns_train_short, check_resumed),
-    r"ns-train relight3d-gaffer .*": Run(ns_train_short, check_trained),
+    r"ns-train relight3d-gaffer (?!.*pipeline\.prior:diffusion-renderer).*": Run(ns_train_short, check_trained),
     r"relight3d demo( .*)?": Run(cli_short, check_demo),
-    r"relight3d relight .*": Run(cli_short, check_relit),
+    rf"relight3d relight (?!.*{WEIGHTED_PRIORS}).*": Run(cli_short, check_relit),
+    r"relight3d export gbuffers .*": Run(cli_short, check_gbuffers),
 }
 """README command patterns (full match of the command, program first) that the test runs."""
 
 NOT_RUN: Dict[str, str] = {
+    r"relight3d relight .*--prior diffusion-renderer --prior\.checkout .*": "runs NVIDIA's DiffusionRenderer from the "
+    "user's checkout: 56 GB of weights and a large GPU",
+    r"relight3d relight .*--prior (diffusion-renderer --prior\.backend builtin|difareli) --prior-path weights/.*": (
+        "needs trained weights; tests/pipelines/test_material_gbuffers.py runs both priors end to end on tiny random "
+        "ones"
+    ),
+    r"ns-train relight3d-gaffer .*pipeline\.prior:diffusion-renderer .*": "needs the builtin model's trained weights",
+    r"relight3d relight .*--prior-path /tmp/tiny_dr .*": "the demo's field and tiny weights from the lines above; "
+    "tests/pipelines/test_material_gbuffers.py runs the same command on the tests' field",
     r"relight3d bench make( .*)?": "renders the Cycles benchmark: 24 minutes on 2 cores, and needs bpy",
     r"relight3d bench check-noise .*": "re-renders benchmark views with Cycles: needs bpy and the rendered benchmark",
     r"python datasets/render_object_scene\.py( .*)?": "renders the bunny scene with Cycles: minutes, and needs bpy",
@@ -357,7 +380,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     blender = train(ns_train_config(["relight3d-tensorf", *short, "--data", str(scene)]), None, root / "runs")
     out["blender_run"] = blender.base_dir
     out["blender_run_checkpoints"] = blender.base_dir / "nerfstudio_models"
-    args = ["relight3d-tensorf", *short, "--max-num-iterations", "20", "relight3d-objaverse", "--data", str(folder)]
+    args = ["relight3d-tensorf", *short, "--max-num-iterations", "60", "relight3d-objaverse", "--data", str(folder)]
     out["object_run_config"] = train(ns_train_config(args), None, root / "runs").base_dir / "config.yml"
     return out
 
@@ -453,4 +476,17 @@ def test_listed_command_options_exist(item):
     if listed is None:
         pytest.skip(NOT_RUN[matches(command, NOT_RUN)[0]])
     for flag in (t for t in (*command, *optional) if t.startswith("--")):
+        if flag.startswith("--prior.") and command[:2] == ("relight3d", "relight"):
+            assert prior_has_field(command, flag), f"{shlex.join(command)}: {flag} is not a field of the prior"
+            continue
         assert lists(listed, flag), f"{shlex.join(command)}: {flag} is not in its --help"
+
+
+def prior_has_field(command: Command, flag: str) -> bool:
+    """Whether ``--prior.<field>`` names a field of the config of the command's ``--prior``."""
+    import dataclasses
+
+    from relight3d.priors.registry import prior_config
+
+    config = prior_config(command[command.index("--prior") + 1])
+    return flag.removeprefix("--prior.").replace("-", "_") in {f.name for f in dataclasses.fields(config)}

@@ -112,6 +112,9 @@ def _relight(args: argparse.Namespace) -> int:
     apply_dotted_options(prior, getattr(args, "prior_options", []), "prior")
     method = gaffer_config(args.stage1_steps, args.stage2_steps, prior=prior)
     method.pipeline.stage2 = STAGE2_PRESETS[str(args.stage2_preset)]()
+    if args.material_gbuffers:
+        method.pipeline.material_source = "gbuffer-frames"
+        method.pipeline.material_gbuffers = Path(args.material_gbuffers)
     method.machine.device_type = resolve_device(args.device)
     job = RelightJob(
         field_run=Path(args.field_run),
@@ -147,6 +150,12 @@ def _relight_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--prior-path", default=None, help="local checkpoint folder of a prior with weights")
     p.set_defaults(takes_prior_options=True)
+    p.add_argument(
+        "--material-gbuffers", default=None, metavar="DIR",
+        help="for priors that condition on material G-buffers (diffusion-renderer): fit the field's material head to "
+        "DiffusionRenderer inverse-renderer frames of the training views in this clip folder (gbuffer_frames/<clip>, "
+        "one frame per training view in the data's order) instead of the physical prior's albedo estimate",
+    )  # fmt: skip
     p.add_argument(
         "--strength", type=positive_float, nargs="+", default=None,
         help="radiance multiplier (> 0) per map (default: 1, or the strength the data's meta.json records)",

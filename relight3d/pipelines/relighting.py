@@ -301,6 +301,9 @@ class RelightingPipeline(VanillaPipeline):
 
         c, head, gb = self.config, self.model.field.material, self.training_view_gbuffers()
         fg = gb["accumulation"][..., 0] > 0.5
+        if not bool(fg.any()):
+            raise DataError(c.field_run, "the field covers no pixel of its training views (accumulation > 0.5) to "
+                                         "fit a material to: is it trained?")  # fmt: skip
         if c.material_source == "gbuffer-frames":
             if c.material_gbuffers is None:
                 raise ConfigError(
