@@ -85,6 +85,7 @@ setup(
         "torch>=2.1",
         "nerfstudio==1.1.5",
         "diffusers>=0.27",
+        "accelerate>=0.30",  # relight3d train-prior (one process, or several with accelerate launch / torchrun)
         "transformers>=4.38",
         "safetensors",
         "trimesh>=4",

@@ -295,6 +295,8 @@ RUN: Dict[str, Run] = {
 """README command patterns (full match of the command, program first) that the test runs."""
 
 NOT_RUN: Dict[str, str] = {
+    r"relight3d train-prior gbuffer .*": "needs a relighting dataset and a Stable Diffusion folder; "
+    "tests/pipelines/test_prior_training.py trains on a tiny dataset with tiny components",
     r"relight3d relight .*--prior diffusion-renderer --prior\.checkout .*": "runs NVIDIA's DiffusionRenderer from the "
     "user's checkout: 56 GB of weights and a large GPU",
     r"relight3d relight .*--prior (diffusion-renderer --prior\.backend builtin|difareli) --prior-path weights/.*": (

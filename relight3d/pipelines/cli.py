@@ -25,6 +25,7 @@ from relight3d.cli_types import (
     positive_float,
     positive_int,
     resolve_device,
+    unit_interval_float,
 )
 from relight3d.errors import ConfigError
 
@@ -187,6 +188,43 @@ def _relight_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _train_prior(args: argparse.Namespace) -> int:
+    from relight3d.pipelines.gbuffer_training import GBufferTask, GBufferTaskConfig, builtin_init_from_base
+    from relight3d.pipelines.prior_training import PriorTrainingConfig, train_prior
+
+    if (args.init is None) == (args.base is None):
+        raise ConfigError("--init/--base", "give exactly one: a builtin model folder, or a Stable Diffusion folder")
+    init = Path(args.init) if args.init else Path(args.output) / "init"
+    if args.base and not (init / "unet").is_dir():
+        builtin_init_from_base(Path(args.base), init)
+    task = GBufferTask(GBufferTaskConfig(data=Path(args.data), init=init, resolution=args.resolution))
+    config = config_from_args(PriorTrainingConfig, args, output=Path(args.output), resume=not args.no_resume,
+                              cpu=resolve_device(args.device) == "cpu")  # fmt: skip
+    result = train_prior(task, config)
+    if result["main"]:
+        print(f"model: {result['model']} (use it with --prior diffusion-renderer --prior.backend builtin --prior-path)")
+    return 0
+
+
+def _train_prior_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", choices=["gbuffer"], help="what to train: gbuffer (the diffusion-renderer builtin)")
+    p.add_argument("--data", required=True, help="relighting dataset folder (manifest.jsonl)")
+    p.add_argument("--output", required=True, help="run folder (model/, checkpoints/, loss.csv, loss.png)")
+    p.add_argument("--init", default=None, help="builtin model folder to start from")
+    p.add_argument("--base", default=None, help="or a Stable Diffusion folder, widened to the builtin's inputs")
+    p.add_argument("--resolution", type=positive_int, default=None, help="square side (default: the model's)")
+    p.add_argument("--max-steps", type=positive_int, default=1000, help="optimiser steps")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="samples per process per micro-batch")
+    p.add_argument("--gradient-accumulation-steps", type=positive_int, default=1, help="micro-batches per step")
+    p.add_argument("--learning-rate", type=positive_float, default=1e-4, help="AdamW learning rate")
+    p.add_argument("--ema-decay", type=unit_interval_float, default=0.999, help="EMA decay (0: none)")
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no", help="autocast precision")
+    p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of sample order, noise, timesteps")
+    p.add_argument("--no-resume", action="store_true", help="start over even when --output has checkpoints")
+    add_device_argument(p, "where to train (several processes: accelerate launch / torchrun)")
+
+
 COMMANDS: Tuple[Tuple[str, str, str, Callable[[argparse.ArgumentParser], None], Callable[..., int]], ...] = (
     (
         "textual-inversion",
@@ -205,6 +243,15 @@ COMMANDS: Tuple[Tuple[str, str, str, Callable[[argparse.ArgumentParser], None], 
         "comparison report over all maps.",
         _relight_options,
         _relight,
+    ),
+    (
+        "train-prior",
+        "train a relighting prior's denoiser (diffusers + accelerate; several processes with accelerate launch)",
+        "Train the diffusion-renderer builtin denoiser (gbuffer) on a relighting dataset (manifest.jsonl of views, "
+        "their G-buffers and lights). EMA, gradient accumulation, checkpoints that resume exactly; the trained model "
+        "is written to <output>/model in the layout the prior loads.",
+        _train_prior_options,
+        _train_prior,
     ),
 )
 """This module's subcommands: name, one-line help, description, the function adding its options, the command."""

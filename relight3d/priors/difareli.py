@@ -4,11 +4,15 @@ shading reference, then DDIM decoding under the target one.
 DiFaReli is a pixel-space diffusion model of faces (:mod:`relight3d.priors.difareli_unet`). Light enters it *only*
 through a spatial condition, a Lambertian render of the face's geometry under DECA's 9-coefficient SH light (the
 "shading reference"); the per-face codes (DECA shape / pose / expression / camera, ArcFace identity, a shadow scalar)
-stay those of the input. Relighting is ``decode(invert(image, source reference), target reference)``. Sources: the
-notes ``/work/notes/s12/difareli_notes.md`` (sections cited as "notes §n") on github.com/diffusion-face-relighting/
-difareli_code at ``2dd24a0``. Here the geometry is the radiance field's instead of a FLAME mesh:
+stay those of the input. Relighting is ``decode(invert(image, source reference), target reference)``.
 
-* **Light (notes §1).** Target: :func:`~relight3d.lighting.deca_sh.deca_sh_from_envmap` of ``views.target_envmap``
+Sources: DiFaReli's code, github.com/diffusion-face-relighting/difareli_code at ``2dd24a0``, and the DECA it vendors,
+read and restated, not copied; cited below as [light] (``model_3d/FLAME/utils/renderer.py``,
+``SRenderY.add_SHlight``), [reference] (``sample_scripts/sample_utils/params_utils.py::render_deca`` and DECA's
+``decalib/utils/renderer.py::render_shape``) and [sampling] (``sample_scripts/inference/relight.py::relight``,
+``guided_diffusion/gaussian_diffusion.py``). Here the geometry is the radiance field's instead of a FLAME mesh:
+
+* **Light ([light]).** Target: :func:`~relight3d.lighting.deca_sh.deca_sh_from_envmap` of ``views.target_envmap``
   in each view's DECA frame (:func:`~relight3d.lighting.deca_sh.deca_frame_rotation`: x right, y up, z towards the
   viewer), read as reflected radiance of a white Lambertian surface (``shading="reflected"``). Source:
   the same of ``views.source_envmap`` when given; otherwise fitted per view by least squares
@@ -16,29 +20,29 @@ difareli_code at ``2dd24a0``. Here the geometry is the radiance field's instead 
   view's normals (only pixels inside the mask, covered by the field and facing the camera). The fit is made on the
   **sRGB** values by default (``fit_space``): DECA, which produced every light DiFaReli saw, fits its photometric
   loss to 8-bit images divided by 255 (``decalib/datasets/datasets.py``: ``imread(...)``, ``image / 255.``) without
-  linearising them. The constant albedo 180 / 255 is the one the reference is rendered with (notes §2), so that the
+  linearising them. The constant albedo 180 / 255 is the one the reference is rendered with ([reference]), so that the
   fitted source reference reproduces the view's brightness. A light from a map is linear radiance, so a fitted
   source and a map target live in different spaces: ``fit_space="linear"`` fits the linearised pixels instead,
   which matches the map's space when the scene is lit by a real map.
-* **Shading reference (notes §2).** ``ref = (180 / 255) * deca_shading(n, light) * alpha``, unclipped (DiFaReli's
+* **Shading reference ([reference]).** ``ref = (180 / 255) * deca_shading(n, light) * alpha``, unclipped (DiFaReli's
   ``deca_masked_face_images_woclip``), background 0, not mapped to [-1, 1]. ``n`` is the field's unit normal in the
   DECA frame (DECA uses its rasterised coarse normals as they are; a field's normals are normalised here, as its
   gradients have no meaningful length), ``alpha`` the field's accumulation times DiFaReli's back-face mask
   ``pos_mask`` (DECA's screen-space z flips sign, so ``transformed z < 0.15`` keeps normals with DECA-frame
   ``z > -0.15``: ``facing_threshold``). DiFaReli also restricts the render to FLAME's face region; for an object,
   the whole object takes that role.
-* **Face-segmentation input (notes §2).** ``faceseg_nohead`` is the image with the head (face, neck, hair) set to
+* **Face-segmentation input ([reference]).** ``faceseg_nohead`` is the image with the head (face, neck, hair) set to
   -1: here ``(1 - mask) * (2 image - 1) - mask``, the object playing the head. The same for inversion and decoding.
-* **Codes (notes §2).** ``cat([shape 100, pose 6, exp 50, cam 3, ArcFace 512, shadow 1])`` = 672 numbers, the same
+* **Codes ([reference]).** ``cat([shape 100, pose 6, exp 50, cam 3, ArcFace 512, shadow 1])`` = 672 numbers, the same
   for inversion and decoding, from ``codes_path`` (:func:`read_face_codes`). DiFaReli ships no neutral codes (its
   ``avg_dict`` is averaged over the training annotations at run time, and only its camera and crop transform are
   ever used); without a file every number is 0 and one warning says so: 0 is FLAME's mean shape, neutral
   expression and frontal pose with closed jaw, but an orthographic camera of scale 0, a zero identity embedding and
   a shadow value of 0 (DiFaReli's shadow-removal edits move it towards -1) are outside the training data.
-* **Image (notes §2, §3).** sRGB in [0, 1] -> ``2 x - 1`` (``input_bound = 1``), the whole view (DiFaReli sees the
-  real background), padded to a square with black and resized to ``resolution`` (:func:`to_square`); the result is
-  resized back, clipped to [0, 1] and composited with the masks onto the input.
-* **Sampling (notes §3).** diffusers' ``DDIMScheduler`` on DiFaReli's linear 1000-step betas (1e-4..0.02),
+* **Image ([reference], [sampling]).** sRGB in [0, 1] -> ``2 x - 1`` (``input_bound = 1``), the whole view
+  (DiFaReli sees the real background), padded to a square with black and resized to ``resolution``
+  (:func:`to_square`); the result is resized back, clipped to [0, 1] and composited with the masks onto the input.
+* **Sampling ([sampling]).** diffusers' ``DDIMScheduler`` on DiFaReli's linear 1000-step betas (1e-4..0.02),
   epsilon prediction, ``clip_sample=False``; ``num_inference_steps`` defaults to DiFaReli's README (1000, every
   timestep). :func:`~relight3d.priors.diffusion.inversion.ddim_invert` / ``ddim_decode`` differ from DiFaReli
   deliberately (no x0 clipping; the top of the grid is ``alphas_cumprod[999]``, not 0; optional fixed-point
@@ -294,7 +298,7 @@ def read_face_codes(path: Union[str, Path]) -> Float[Tensor, "n 672"]:
 
 def difareli_scheduler() -> Any:
     """diffusers' ``DDIMScheduler`` on DiFaReli's noise schedule: 1000 steps, linear betas 1e-4..0.02, epsilon
-    prediction, no sample clipping (notes §3)."""
+    prediction, no sample clipping ([sampling])."""
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(

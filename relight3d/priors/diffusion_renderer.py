@@ -436,6 +436,29 @@ def builtin_gbuffer_images(frames: Sequence[GBufferFrame]) -> Float[Tensor, "b h
     return torch.stack(views)
 
 
+def builtin_condition_latents(
+    components: DiffusionComponents,
+    gbuffer_images: Float[Tensor, "b 12 r r"],
+    envmap: Float[Tensor, "H W 3"],
+    cameras: Float[Tensor, "b 3 4"],
+    convention: Convention = "cosmos",
+) -> Float[Tensor, "b c h w"]:
+    """The builtin model's seven condition latents (:func:`builtin_channel_layout`), concatenated: the squared
+    G-buffer images (:func:`builtin_gbuffer_images`, channel-first at the model's side ``r``) and the world map
+    ``envmap`` encoded in each camera's frame at ``r x r``, each encoded by the VAE. Inference
+    (:meth:`BuiltinDiffusionRenderer.condition`) and training (``relight3d train-prior gbuffer``) both call this."""
+    side = int(gbuffer_images.shape[-1])
+    lighting = []
+    for c2w in cameras:
+        light = encode_envmap_for_diffusion_renderer(envmap, c2w, side, side, convention)
+        lighting.append(torch.cat([light.ldr, light.log_hdr, light.directions], dim=-1))
+    light_images = torch.stack(lighting).permute(0, 3, 1, 2).to(gbuffer_images)
+    images = torch.cat([gbuffer_images, light_images], dim=1)
+    b = images.shape[0]
+    latents = components.encode_images(images.reshape(b * len(BUILTIN_CONDITIONS), 3, side, side))
+    return latents.reshape(b, -1, *latents.shape[-2:])
+
+
 def tiny_builtin_folder(path: Union[str, Path], seed: int = 0) -> Path:
     """Write a tiny random builtin model (``unet/`` taking :data:`BUILTIN_IN_CHANNELS`, ``vae/``, ``scheduler/``) with
     ``save_pretrained``, for tests and for trying training code; the same ``seed`` gives the same weights.
@@ -490,15 +513,10 @@ class BuiltinDiffusionRenderer(LatentDiffusionPrior):
 
     def condition(self, replica: DiffusionComponents, chunk: ViewChunk) -> Float[Tensor, "b c h w"]:
         """The seven condition latents of the chunk's views, concatenated in :data:`BUILTIN_CONDITIONS` order."""
-        views, side = chunk.views, self.resolution
-        lighting = []
-        for c2w in views.cameras:
-            light = encode_envmap_for_diffusion_renderer(views.target_envmap, c2w, side, side, self.config.convention)
-            lighting.append(torch.cat([light.ldr, light.log_hdr, light.directions], dim=-1))
-        images = torch.cat([chunk.condition_images, torch.stack(lighting).permute(0, 3, 1, 2)], dim=1)
-        b = images.shape[0]
-        latents = replica.encode_images(images.reshape(b * len(BUILTIN_CONDITIONS), 3, side, side))
-        return latents.reshape(b, -1, *latents.shape[-2:])
+        views = chunk.views
+        return builtin_condition_latents(
+            replica, chunk.condition_images, views.target_envmap, views.cameras, self.config.convention
+        )
 
     def predict_noise(
         self, replica: DiffusionComponents, latents: Tensor, t: Union[int, Tensor], condition: Tensor, scale: float

@@ -87,7 +87,8 @@ def _conv_keys(prefix: str) -> Set[str]:
 
 
 def _notes_unet_keys() -> Set[str]:
-    """The key list of ``/work/notes/s12/difareli_notes.md`` section 4, spelled out."""
+    """The released checkpoints' key list (difareli_code at ``2dd24a0``: ``create_model`` with
+    ``config/difareli/difareli_256.yaml``), spelled out."""
     keys = {f"time_embed.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")} | _conv_keys("input_blocks.0.0")
     for i in (1, 2, 4, 5, 7, 8, 10, 11, 13, 14, 16, 17):
         keys |= _res_keys(f"input_blocks.{i}.1", timed=True, skip=i in (7, 13))
