@@ -129,8 +129,13 @@ def _relight(args: argparse.Namespace) -> int:
         eval_data=[Path(p) for p in args.eval_data] if args.eval_data else None,
         source_envmap=Path(args.source_envmap) if args.source_envmap else None,
         estimate_source=args.estimate_source,
+        stage1_cache=Path(args.stage1_cache) if args.stage1_cache else None,
+        stage1_only=args.stage1_only,
     )
     results = run_relighting(job)
+    if job.stage1_only:
+        print(f"stage 1: relit training views in {job.stage1_cache} (run again without --stage1-only to train)")
+        return 0
     for name, metrics in results.items():
         shown = {k: v for k, v in metrics.items() if "psnr" in k or k == "train_seconds"}
         print(name + ": " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(shown.items())))
@@ -181,6 +186,15 @@ def _relight_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source-envmap", default=None,
         help="the training light's map (default: the one the data records, else estimated from the field)",
+    )  # fmt: skip
+    p.add_argument(
+        "--stage1-cache", default=None, metavar="DIR",
+        help="keep each map's stage-1 relit views in DIR/<map> and reuse them in a later run with the same settings",
+    )  # fmt: skip
+    p.add_argument(
+        "--stage1-only", action="store_true",
+        help="only relight the training views into --stage1-cache; under torchrun / accelerate launch the views are "
+        "split across the processes",
     )  # fmt: skip
     p.add_argument(
         "--estimate-source", action="store_true",

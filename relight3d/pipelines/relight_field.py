@@ -241,7 +241,7 @@ class FieldCache:
             return torch.load(path, weights_only=True)
         value = build()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several processes may build the same entry
         torch.save(value, tmp)
         os.replace(tmp, path)
         return value

@@ -74,6 +74,13 @@ class RelightJob:
     """The training light's map (default: the one the data records, else estimated from the field)."""
     estimate_source: bool = False
     """Estimate the training light from the field even when it is known (to measure the estimator)."""
+    stage1_cache: Optional[Path] = None
+    """Keep each map's stage-1 relit views in ``<stage1_cache>/<map name>/`` (reused by a later run with the same
+    settings) instead of in each run's folder."""
+    stage1_only: bool = False
+    """Only relight the training views of every map into ``stage1_cache`` (nothing is trained, scored or written
+    elsewhere). Run under ``torchrun`` / ``accelerate launch`` to split the views across processes; then run again
+    without it, in one process, to train, score and report on the cached views."""
 
 
 @contextlib.contextmanager
@@ -204,6 +211,18 @@ def rotating_light_video(pipeline, out: Path, n_frames: int, fps: float) -> Opti
     return render_video(pipeline, cams, out, light_path=RotatingLightPath(frame), fps=fps, progress=False).path
 
 
+def _relight_views_only(cfg, data: Path) -> None:  # noqa: ANN001
+    """Stage 1 of one map without a trainer: the pipeline is built on this process's device and relights its share
+    of the training views into ``cfg.pipeline.cache_dir`` (see :mod:`relight3d.pipelines.relight_stage1`)."""
+    device = cfg.machine.device_type
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    cfg.pipeline.datamanager.data = data
+    pipeline = cfg.pipeline.setup(device=device, test_mode="val")
+    pipeline.eval()
+    pipeline.run_stage1()
+
+
 def _check_job(job: RelightJob) -> None:
     from relight3d.lighting import read_envmap
     from relight3d.pipelines.relighting import RelightingPipelineConfig
@@ -220,6 +239,8 @@ def _check_job(job: RelightJob) -> None:
         raise ConfigError(
             "--eval-data", f"{len(job.eval_data)} folders for {len(job.envmaps)} environment maps (one per map)"
         )
+    if job.stage1_only and job.stage1_cache is None:
+        raise ConfigError("--stage1-only", "needs --stage1-cache: where the relit views are kept for the next run")
     if job.source_envmap is not None:
         if job.estimate_source:
             raise ConfigError("--estimate-source", "cannot be combined with --source-envmap")
@@ -302,6 +323,11 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
         cfg.pipeline.source_envmap_strength = float(src) if src is not None else 1.0
         if job.rotation_deg:
             cfg.pipeline.target_rotation_deg = job.rotation_deg
+        if job.stage1_cache is not None:
+            cfg.pipeline.cache_dir = Path(job.stage1_cache) / name
+        if job.stage1_only:
+            _relight_views_only(cfg, data)
+            continue
         run_dir = output / name
         started = time.perf_counter()
         trainer = train(cfg, data, run_dir, experiment_name=name)
@@ -327,6 +353,8 @@ def run_relighting(job: RelightJob) -> Dict[str, Dict[str, Any]]:
         if job.video_frames > 0:
             rotating_light_video(pipeline, run_dir / "rotating_light.mp4", job.video_frames, job.video_fps)
         results[name] = entry
+    if job.stage1_only:
+        return results
     if combined is not None:
         write_report(combined, output / "report", title=f"relight3d relighting: {data.name}")
     (output / "summary.json").write_text(json.dumps(results, indent=2))

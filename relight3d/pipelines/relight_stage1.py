@@ -6,6 +6,12 @@ The cache folder holds, per training view ``i`` (``{i:03d}``): ``input_image/`` 
 ``target_RT/`` (the world-to-camera matrix, ``.npy``), plus ``stage1.json`` with the fingerprint of everything the
 relit views depend on. A run whose fingerprint matches reuses the cache (a resumed run does).
 
+Each view is relit with its own random stream, seeded by the run's seed and the view's index
+(:func:`view_generator`), so a view's result does not depend on the batch it falls in or on how many processes
+share the work: under ``torchrun`` / ``accelerate launch`` (``relight3d relight --stage1-only``) every process relights
+its share of the views (accelerate's ``split_between_processes``), the relit views are gathered on every process,
+and the main process writes the cache.
+
 The pipeline then writes the relit views into the datamanager in place of the training images and refits the
 field's appearance on them with plain nerfstudio iterations (:mod:`relight3d.pipelines.relighting`).
 """
@@ -13,6 +19,7 @@ field's appearance on them with plain nerfstudio iterations (:mod:`relight3d.pip
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -70,6 +77,21 @@ def read_stage1_cache(cache: Path, key: str, n_views: int) -> Optional[Float[Ten
     return torch.stack([torch.from_numpy(read_rgba(f)[0][..., :3]) for f in files])
 
 
+def view_generator(seed: int, view: int) -> torch.Generator:
+    """The random stream of training view ``view`` in stage 1."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + view)
+
+
+def _distributed() -> Any:
+    """accelerate's process state when several processes run (``torchrun`` / ``accelerate launch``), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state if state.num_processes > 1 else None
+
+
 def relight_training_views(
     prior: Any,
     images: Float[Tensor, "n h w c"],
@@ -79,6 +101,7 @@ def relight_training_views(
     batch_size: int,
     cache: Path,
     key: str,
+    seed: int = 0,
 ) -> Float[Tensor, "n h w 3"]:
     """Relight ``images`` (RGB or RGBA, on the CPU) with ``prior`` under ``target``, ``batch_size`` views per call,
     and write the cache (see the module docstring) under fingerprint ``key``.
@@ -93,28 +116,56 @@ def relight_training_views(
         batch_size: Views per prior call.
         cache: The cache folder.
         key: :func:`stage1_fingerprint` of the run.
+        seed: The run's seed (each view's stream is :func:`view_generator` of it).
     """
-    from relight3d.lighting import hdr_encoding, ldr_encoding, rotate_envmap_to_camera
-
     rgb = images[..., :3]
     masks = images[..., 3:] if images.shape[-1] == 4 else torch.ones_like(images[..., :1])
+    n, step = images.shape[0], max(1, batch_size)
+    state = _distributed()
+    mine = list(range(n))
+    if state is not None:
+        with state.split_between_processes(mine) as share:
+            mine = list(share)
+    relit: Dict[int, Tensor] = {}
+    for start in range(0, len(mine), step):
+        views = torch.tensor(mine[start : start + step], dtype=torch.long)
+        inputs = {**prior_inputs(views), "generator": [view_generator(seed, int(i)) for i in views]}
+        pred = prior.relight(PriorViews(rgb[views], masks[views], camera_to_worlds[views], target, **inputs))
+        relit.update(zip(views.tolist(), pred.cpu().float()))
+    if state is not None:
+        from accelerate.utils import gather_object
+
+        relit = dict(kv for part in gather_object([list(relit.items())]) for kv in part)
+    out = torch.stack([relit[i] for i in range(n)])
+    if state is None or state.is_main_process:
+        _write_cache(cache, key, rgb, masks, out, camera_to_worlds, target, type(prior).__name__)
+    if state is not None:
+        state.wait_for_everyone()
+    return out
+
+
+def _write_cache(
+    cache: Path,
+    key: str,
+    rgb: Tensor,
+    masks: Tensor,
+    pred: Tensor,
+    camera_to_worlds: Tensor,
+    target: Tensor,
+    prior: str,
+) -> None:
+    """Write every view's cache files (module docstring) and then ``stage1.json``, which makes the cache valid."""
+    from relight3d.lighting import hdr_encoding, ldr_encoding, rotate_envmap_to_camera
+
     for d in STAGE1_DIRS:
         (cache / d).mkdir(parents=True, exist_ok=True)
-    n, step = images.shape[0], max(1, batch_size)
-    out = []
-    for start in range(0, n, step):
-        views = torch.arange(start, min(start + step, n))
-        batch = PriorViews(rgb[views], masks[views], camera_to_worlds[views], target, **prior_inputs(views))
-        pred = prior.relight(batch)
-        pred = pred.cpu().float()
-        out.append(pred)
-        for j, i in enumerate(views.tolist()):
-            name = f"{i:03d}"
-            write_png(cache / "input_image" / f"{name}.png", torch.cat([rgb[i], masks[i]], -1))
-            write_png(cache / "pred_image" / f"{name}.png", torch.cat([pred[j], masks[i]], -1))
-            local = rotate_envmap_to_camera(target, camera_to_worlds[i])
-            write_png(cache / "target_envmap_hdr" / f"{name}.png", hdr_encoding(local))
-            write_png(cache / "target_envmap_ldr" / f"{name}.png", ldr_encoding(local))
-            np.save(cache / "target_RT" / f"{name}.npy", world_to_camera(camera_to_worlds[i]).numpy())
-    (cache / "stage1.json").write_text(json.dumps({"fingerprint": key, "n_views": n, "prior": type(prior).__name__}))
-    return torch.cat(out)
+    n = pred.shape[0]
+    for i in range(n):
+        name = f"{i:03d}"
+        write_png(cache / "input_image" / f"{name}.png", torch.cat([rgb[i], masks[i]], -1))
+        write_png(cache / "pred_image" / f"{name}.png", torch.cat([pred[i], masks[i]], -1))
+        local = rotate_envmap_to_camera(target, camera_to_worlds[i])
+        write_png(cache / "target_envmap_hdr" / f"{name}.png", hdr_encoding(local))
+        write_png(cache / "target_envmap_ldr" / f"{name}.png", ldr_encoding(local))
+        np.save(cache / "target_RT" / f"{name}.npy", world_to_camera(camera_to_worlds[i]).numpy())
+    (cache / "stage1.json").write_text(json.dumps({"fingerprint": key, "n_views": n, "prior": prior}))

@@ -394,7 +394,7 @@ class RelightingPipeline(VanillaPipeline):
             c2w = dm.train_cameras.camera_to_worlds.cpu()
             relit = relight_training_views(
                 self.prior, images.cpu(), c2w, self.target_envmap(), self.prior_inputs,
-                self.config.stage1_batch_size, cache, key,
+                self.config.stage1_batch_size, cache, key, self.config.seed,
             )  # fmt: skip
             self.state.timings.stage1_seconds += time.perf_counter() - started
             self.state.timings.stage1_views += n
