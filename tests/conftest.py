@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -33,3 +34,13 @@ def small_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 48 px scene with 40 training and 6 test views, for short quality checks."""
     spec = SceneSpec(scene="objects", resolution=48, n_train=40, n_test=6, supersample=2)
     return write_blender_scene(tmp_path_factory.mktemp("small_scene"), spec)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and the suite may share the CPU); use as a fixture argument or with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,22 +6,12 @@ import json
 from pathlib import Path
 
 import imageio.v3 as iio
-import pytest
-import torch
 
 from relight3d.method_configs import gaffer_config
 from relight3d.pipelines.relight_run import RelightJob, run_relighting
 from relight3d.priors import NeuralGafferPriorConfig
 from relight3d.priors.diffusion.components import IMAGE_PARTS
 from relight3d.priors.diffusion.testing import tiny_components
-
-
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead on a loaded machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_neural_gaffer_prior_runs_both_stages(trained_object_run: Path, tiny_object_folder: Path, tmp_path, one_thread):

@@ -103,14 +103,6 @@ def test_material_targets_from_inverse_renderer_frames(tmp_path: Path) -> None:
         read_material_frames(tmp_path / "nope", 3, 8, 8)
 
 
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead on a loaded machine
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_diffusion_renderer_builtin_relights_end_to_end_from_the_cli(
     trained_object_run: Path, tiny_object_folder: Path, tmp_path: Path, one_thread
 ) -> None:

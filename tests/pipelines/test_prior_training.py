@@ -3,12 +3,11 @@ resumption after a crash, and two gloo processes taking the same step as one pro
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from gloo_ranks import become_rank, free_port
 from PIL import Image
 
 from relight3d.data.gbuffer_frames import GBufferFrame, write_gbuffer_frames
@@ -153,16 +152,8 @@ def test_a_run_killed_after_a_checkpoint_resumes_exactly(relight_set, init_model
     assert [line.split(",")[0] for line in csv] == ["step", "1", "2", "3", "4"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank(rank: int, world: int, port: int, data: Path, init: Path, out: Path) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), ACCELERATE_USE_CPU="yes")  # fmt: skip
-    torch.set_num_threads(1)
+    become_rank(rank, world, port)
     task = GBufferTask(GBufferTaskConfig(data=data, init=init))
     train_prior(task, _config(out / "run", max_steps=2, batch_size=1, checkpoint_every=2, ema_decay=0.0),
                 log=lambda _: None)  # fmt: skip
@@ -170,7 +161,7 @@ def _rank(rank: int, world: int, port: int, data: Path, init: Path, out: Path) -
 
 
 def test_two_gloo_processes_take_the_step_of_one_process_on_the_concatenated_batch(relight_set, init_model, tmp_path):
-    torch.multiprocessing.spawn(_rank, args=(2, _free_port(), relight_set, init_model, tmp_path), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_rank, args=(2, free_port(), relight_set, init_model, tmp_path), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "the ranks' parameters differ"

@@ -4,22 +4,15 @@ processes relight the training views exactly as one process does, and a later ru
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from gloo_ranks import become_rank, free_port
 from PIL import Image
 
 from relight3d.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _argv(run: Path, envmap: Path, cache: Path, output: Path, prior: list) -> list:
@@ -28,9 +21,7 @@ def _argv(run: Path, envmap: Path, cache: Path, output: Path, prior: list) -> li
 
 
 def _rank(rank: int, world: int, port: int, argv: list) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), ACCELERATE_USE_CPU="yes")  # fmt: skip
-    torch.set_num_threads(1)
+    become_rank(rank, world, port)
     assert main(argv) == 0
 
 
@@ -59,7 +50,7 @@ def test_two_processes_relight_the_views_as_one_process(
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_argv(trained_object_run, envmap, one, tmp_path / "out1", options)) == 0
     argv = _argv(trained_object_run, envmap, two, tmp_path / "out2", options)
-    torch.multiprocessing.spawn(_rank, args=(2, _free_port(), argv), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_rank, args=(2, free_port(), argv), nprocs=2, join=True)
     a, b = _relit(one), _relit(two)
     assert a.shape == b.shape == (16, 32, 32, 4)
     if prior == "physical":

@@ -127,13 +127,3 @@ def real_prior(request: pytest.FixtureRequest) -> Callable[..., RelightingPrior]
         return config.setup(device="cuda" if torch.cuda.is_available() else "cpu")
 
     return make
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and the suite may share the CPU); use with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
