@@ -74,7 +74,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Any, Dict, Iterator, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -598,11 +598,7 @@ class DiFaReliPrior(RelightingPrior):
         steps, iterations = self.config.num_inference_steps, self.config.fixed_point_iterations
         outputs = []
         with torch.no_grad():
-            for start in range(0, b, self.config.max_batch_size):
-                part = slice(start, start + self.config.max_batch_size)
-                chunk = _views_part(views, part)
-                x0, layout = to_square(chunk.images.detach().to(self._device, self.state_dtype), self._resolution, 0.0)
-                faceseg = self._faceseg(chunk)
+            for part, x0, layout, faceseg in self._parts(views):
                 eps_source = difareli_eps(
                     self.unet, self.encoder, codes[part], self._condition(references[0][part], faceseg)
                 )
@@ -628,13 +624,8 @@ class DiFaReliPrior(RelightingPrior):
         generators = make_generators(views.generator, b, self.config.seed)
         outputs = []
         with torch.no_grad():
-            for start in range(0, b, self.config.max_batch_size):
-                part = slice(start, start + self.config.max_batch_size)
-                chunk = _views_part(views, part)
-                x0, layout = to_square(chunk.images.detach().to(self._device, self.state_dtype), self._resolution, 0.0)
-                eps = difareli_eps(
-                    self.unet, self.encoder, codes[part], self._condition(references[part], self._faceseg(chunk))
-                )
+            for part, x0, layout, faceseg in self._parts(views):
+                eps = difareli_eps(self.unet, self.encoder, codes[part], self._condition(references[part], faceseg))
                 noise = per_view_noise(generators[part], tuple(x0.shape[1:]), self._device).to(self.state_dtype)
                 refined = sample_latents(
                     self.scheduler,
@@ -646,6 +637,15 @@ class DiFaReliPrior(RelightingPrior):
                 )
                 outputs.append(from_square((refined + 1.0) / 2.0, layout))
         return self._composited(views, torch.cat(outputs))
+
+    def _parts(self, views: PriorViews) -> Iterator[Tuple[slice, Tensor, Any, Tensor]]:
+        """Per batch part of at most ``max_batch_size`` views: its slice, its images squared to the model's side,
+        their layout (for :func:`from_square`) and their ``faceseg_nohead``."""
+        for start in range(0, views.batch_size, self.config.max_batch_size):
+            part = slice(start, start + self.config.max_batch_size)
+            chunk = _views_part(views, part)
+            x0, layout = to_square(chunk.images.detach().to(self._device, self.state_dtype), self._resolution, 0.0)
+            yield part, x0, layout, self._faceseg(chunk)
 
     def _composited(self, views: PriorViews, relit: Tensor) -> Float[Tensor, "b h w 3"]:
         """The relit views clipped to [0, 1] inside the masks, the input outside, float32 on the images' device."""
