@@ -22,6 +22,7 @@ from relight3d.export.cli import register as register_export
 from relight3d.lighting.cli import register as register_envmap
 from relight3d.pipelines.cli import register as register_pipelines
 from relight3d_bench.cli import register as register_bench
+from relight3d_bench.data_cli import register as register_data
 
 DEMO_COUNTS = (
     ("--resolution", positive_int, "image size in pixels"),
@@ -81,6 +82,7 @@ COMMANDS: Tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_export,
     register_envmap,
     register_bench,
+    register_data,
 )
 """The functions that add the subcommands, in ``relight3d --help`` order."""
 

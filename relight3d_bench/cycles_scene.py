@@ -161,12 +161,14 @@ def build_scene(
     clamp_indirect: float,
     max_bounces: int,
     embed_render_metadata: bool = True,
+    metallic: float = 0.0,
 ):
     """Create the Blender scene from scratch; returns ``(scene, camera_object)``. Needs bpy.
 
-    The object is a smooth-shaded mesh with a per-vertex albedo (Principled BSDF, dielectric); the world is the HDR
-    map only (see :func:`set_environment`); the camera is a 35 mm lens on a 32 mm sensor. Cycles renders on the CPU
-    with adaptive sampling, no denoiser and a transparent film; PNGs are RGBA with the "Standard" (sRGB) view.
+    The object is a smooth-shaded mesh with a per-vertex albedo (Principled BSDF, ``metallic``: 0 is a dielectric);
+    the world is the HDR map only (see :func:`set_environment`); the camera is a 35 mm lens on a 32 mm sensor.
+    Cycles renders on the CPU with adaptive sampling, no denoiser and a transparent film; PNGs are RGBA with the
+    "Standard" (sRGB) view.
     With ``embed_render_metadata=False`` the images carry no date / render-time text, so identical renders give
     identical files (and hashes).
     """
@@ -199,7 +201,7 @@ def build_scene(
     nodes, links = material.node_tree.nodes, material.node_tree.links
     bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
     bsdf.inputs["Roughness"].default_value = roughness
-    bsdf.inputs["Metallic"].default_value = 0.0
+    bsdf.inputs["Metallic"].default_value = metallic
     attr = nodes.new("ShaderNodeVertexColor")
     attr.layer_name = "albedo"
     links.new(attr.outputs["Color"], bsdf.inputs["Base Color"])

@@ -7,6 +7,7 @@ interpreter has ``bpy``: Blender and torch then never share a process.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import relight3d
 from relight3d.errors import ConfigError, Relight3dError
@@ -59,12 +60,9 @@ def find_bpy_python(explicit: Optional[str] = None) -> str:
     )
 
 
-def run_in_bpy_python(python: str, args: Sequence[Union[str, Path, int, float]]) -> None:
-    """Run ``python *args`` (a ``-m module`` or a script) with only relight3d and relight3d_bench added to its path.
-
-    Raises:
-        RuntimeError: the command exits with a non-zero code (its output went to this process's terminal).
-    """
+@contextlib.contextmanager
+def bpy_environment() -> Iterator[Dict[str, str]]:
+    """The environment a Blender-side process runs in: only relight3d and relight3d_bench added to its path."""
     with tempfile.TemporaryDirectory(prefix="relight3d_bpy_path_") as path_dir:
         # A folder holding only links to the packages: the bpy Python must not see this environment's other
         # packages (another numpy would shadow its own).
@@ -72,6 +70,16 @@ def run_in_bpy_python(python: str, args: Sequence[Union[str, Path, int, float]])
             (Path(path_dir) / source.name).symlink_to(source, target_is_directory=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (path_dir, env.get("PYTHONPATH", "")) if p)
+        yield env
+
+
+def run_in_bpy_python(python: str, args: Sequence[Union[str, Path, int, float]]) -> None:
+    """Run ``python *args`` (a ``-m module`` or a script) in :func:`bpy_environment`.
+
+    Raises:
+        RuntimeError: the command exits with a non-zero code (its output went to this process's terminal).
+    """
+    with bpy_environment() as env:
         result = subprocess.run([python, *map(str, args)], env=env)
     if result.returncode != 0:
         raise RuntimeError(f"the Blender renderer failed (exit code {result.returncode}); see its output above")
