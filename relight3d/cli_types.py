@@ -105,6 +105,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             or "default" in text.lower()
         ):
             return text
+        if isinstance(action.default, (list, tuple)):  # listed as typed on the command line, not as a Python list
+            return text + " (default: " + ", ".join(map(str, action.default)).replace("%", "%%") + ")"
         return text + " (default: %(default)s)"
 
     def _split_lines(self, text: str, width: int) -> list[str]:

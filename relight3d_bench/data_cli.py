@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from relight3d.cli_types import add_command, non_negative_float, non_negative_int, positive_int
+from relight3d.pipelines.image_triplets_cli import register_from_images
 from relight3d_bench.config import BPY_PYTHON_ENV
 from relight3d_bench.dataset_config import BUNDLED, DatasetRenderConfig
 
@@ -84,3 +85,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _render_options(render)
     render.set_defaults(func=_render)
+    register_from_images(commands)

@@ -99,10 +99,11 @@ def _shown(default: object) -> str:
 def test_the_command_set_is_explicit():
     top = dict(COMMANDS)[()]
     names = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(names) == {"demo", "relight", "textual-inversion", "train-prior", "eval", "export", "envmap", "bench"}
+    assert set(names) == {"demo", "relight", "textual-inversion", "train-prior", "eval", "export", "envmap", "bench",
+                          "data"}
     assert {" ".join(p) for p, _ in COMMANDS if len(p) == 2} == {
         "eval compare", "export mesh", "export video", "export gbuffers", "envmap info", "envmap rotate",
-        "envmap preview", "bench make", "bench check-noise",
+        "envmap preview", "bench make", "bench check-noise", "data render", "data from-images",
     }  # fmt: skip
 
 
@@ -125,7 +126,7 @@ def test_device_defaults_to_auto_wherever_it_exists(monkeypatch):
     with_device = [p for p, parser in COMMANDS if any("--device" in a.option_strings for a in parser._actions)]
     assert {" ".join(p) for p in with_device} == {
         "relight", "textual-inversion", "train-prior", "eval", "eval compare", "export mesh", "export video",
-        "export gbuffers",
+        "export gbuffers", "data from-images",
     }  # fmt: skip
     for path in with_device:
         parser = dict(COMMANDS)[path]
