@@ -99,8 +99,17 @@ def _shown(default: object) -> str:
 def test_the_command_set_is_explicit():
     top = dict(COMMANDS)[()]
     names = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(names) == {"demo", "relight", "textual-inversion", "train-prior", "eval", "export", "envmap", "bench",
-                          "data"}
+    assert set(names) == {
+        "demo",
+        "relight",
+        "textual-inversion",
+        "train-prior",
+        "eval",
+        "export",
+        "envmap",
+        "bench",
+        "data",
+    }
     assert {" ".join(p) for p, _ in COMMANDS if len(p) == 2} == {
         "eval compare", "export mesh", "export video", "export gbuffers", "envmap info", "envmap rotate",
         "envmap preview", "bench make", "bench check-noise", "data render", "data from-images",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
-from typing import Callable, Iterator, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, Tuple
 
 from relight3d.cli_types import (
     add_command,
@@ -28,6 +28,9 @@ from relight3d.cli_types import (
     unit_interval_float,
 )
 from relight3d.errors import ConfigError
+
+if TYPE_CHECKING:
+    from relight3d.pipelines.prior_training import PriorTask, PriorValidationConfig
 
 
 class RegisteredNames:
@@ -202,30 +205,84 @@ def _relight_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _train_prior(args: argparse.Namespace) -> int:
+def _gbuffer_task(args: argparse.Namespace, init: Path, validation: PriorValidationConfig) -> Tuple[PriorTask, str]:
     from relight3d.pipelines.gbuffer_training import GBufferTask, GBufferTaskConfig, builtin_init_from_base
-    from relight3d.pipelines.prior_training import PriorTrainingConfig, train_prior
+
+    if args.conditioning_dropout is not None:
+        raise ConfigError("--conditioning-dropout", "gbuffer trains without conditioning dropout (instruct-pix2pix "
+                                                    "and neural-gaffer do)")  # fmt: skip
+    _init_from_base(args, init, builtin_init_from_base)
+    config = GBufferTaskConfig(data=Path(args.data), init=init, resolution=args.resolution, validation=validation)
+    return GBufferTask(config), "--prior diffusion-renderer --prior.backend builtin --prior-path"
+
+
+def _ip2p_task(args: argparse.Namespace, init: Path, validation: PriorValidationConfig) -> Tuple[PriorTask, str]:
+    from relight3d.pipelines.ip2p_training import InstructPix2PixTask, InstructPix2PixTaskConfig, ip2p_init_from_base
+
+    _init_from_base(args, init, ip2p_init_from_base)
+    dropout = {} if args.conditioning_dropout is None else {"conditioning_dropout": args.conditioning_dropout}
+    config = InstructPix2PixTaskConfig(data=Path(args.data), init=init, resolution=args.resolution,
+                                       validation=validation, **dropout)  # fmt: skip
+    return InstructPix2PixTask(config), "--prior instruct-pix2pix --prior-path"
+
+
+def _gaffer_task(args: argparse.Namespace, init: Path, validation: PriorValidationConfig) -> Tuple[PriorTask, str]:
+    from relight3d.pipelines.gaffer_training import NeuralGafferTask, NeuralGafferTaskConfig, gaffer_init_from_base
+
+    _init_from_base(args, init, gaffer_init_from_base)
+    dropout = {} if args.conditioning_dropout is None else {"conditioning_dropout": args.conditioning_dropout}
+    config = NeuralGafferTaskConfig(data=Path(args.data), init=init, resolution=args.resolution,
+                                    validation=validation, **dropout)  # fmt: skip
+    return NeuralGafferTask(config), "--prior neural-gaffer --prior-path"
+
+
+def _init_from_base(args: argparse.Namespace, init: Path, build: Callable[[Path, Path], Path]) -> None:
+    """With ``--base``, write ``init`` (``<output>/init``) from it once (a resumed run reuses it), never half."""
+    from relight3d.pipelines.prior_training import replace_folder
+
+    if args.base is not None and not (init / "unet").is_dir():
+        replace_folder(lambda tmp: build(Path(args.base), tmp), init)
+
+
+TRAIN_PRIOR_TASKS = {"instruct-pix2pix": _ip2p_task, "neural-gaffer": _gaffer_task, "gbuffer": _gbuffer_task}
+"""``relight3d train-prior``'s models: name -> a function building its task (and the ``relight3d relight`` options
+that load the trained folder) from the parsed options."""
+
+
+def _train_prior(args: argparse.Namespace) -> int:
+    from relight3d.pipelines.prior_training import PriorTrainingConfig, PriorValidationConfig, train_prior
 
     if (args.init is None) == (args.base is None):
-        raise ConfigError("--init/--base", "give exactly one: a builtin model folder, or a Stable Diffusion folder")
+        raise ConfigError("--init/--base", "give exactly one: a model folder to continue, or a base folder to widen")
     init = Path(args.init) if args.init else Path(args.output) / "init"
-    if args.base and not (init / "unet").is_dir():
-        builtin_init_from_base(Path(args.base), init)
-    task = GBufferTask(GBufferTaskConfig(data=Path(args.data), init=init, resolution=args.resolution))
+    validation = PriorValidationConfig(steps=args.validation_steps, samples=args.validation_samples)
+    task, prior_options = TRAIN_PRIOR_TASKS[args.model](args, init, validation)
     config = config_from_args(PriorTrainingConfig, args, output=Path(args.output), resume=not args.no_resume,
                               cpu=resolve_device(args.device) == "cpu")  # fmt: skip
     result = train_prior(task, config)
     if result["main"]:
-        print(f"model: {result['model']} (use it with --prior diffusion-renderer --prior.backend builtin --prior-path)")
+        print(f"model: {result['model']} (use it with: relight3d relight {prior_options} {result['model']})")
     return 0
 
 
 def _train_prior_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", choices=["gbuffer"], help="what to train: gbuffer (the diffusion-renderer builtin)")
-    p.add_argument("--data", required=True, help="relighting dataset folder (manifest.jsonl)")
-    p.add_argument("--output", required=True, help="run folder (model/, checkpoints/, loss.csv, loss.png)")
-    p.add_argument("--init", default=None, help="builtin model folder to start from")
-    p.add_argument("--base", default=None, help="or a Stable Diffusion folder, widened to the builtin's inputs")
+    p.add_argument(
+        "model", choices=list(TRAIN_PRIOR_TASKS),
+        help="what to train: instruct-pix2pix (8-channel InstructPix2Pix), neural-gaffer (16-channel Neural Gaffer), "
+        "gbuffer (the diffusion-renderer builtin)",
+    )  # fmt: skip
+    p.add_argument(
+        "--data", required=True,
+        help="relighting dataset folder (manifest.jsonl: views, G-buffers, lights); instruct-pix2pix also takes an "
+        "image-triplets folder (triplets.jsonl, from relight3d data from-images)",
+    )  # fmt: skip
+    p.add_argument("--output", required=True, help="run folder (model/, checkpoints/, validation/, loss.csv, loss.png)")
+    p.add_argument("--init", default=None, help="model folder to continue (the layout the prior loads)")
+    p.add_argument(
+        "--base", default=None,
+        help="or a base folder whose UNet is widened to the model's inputs (new channels zero) into <output>/init: "
+        "Stable Diffusion (instruct-pix2pix, gbuffer), Zero123 or SD with image_encoder/ (neural-gaffer)",
+    )  # fmt: skip
     p.add_argument("--resolution", type=positive_int, default=None, help="square side (default: the model's)")
     p.add_argument("--max-steps", type=positive_int, default=1000, help="optimiser steps")
     p.add_argument("--batch-size", type=positive_int, default=4, help="samples per process per micro-batch")
@@ -234,6 +291,16 @@ def _train_prior_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema-decay", type=unit_interval_float, default=0.999, help="EMA decay (0: none)")
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no", help="autocast precision")
     p.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
+    p.add_argument(
+        "--conditioning-dropout", type=unit_interval_float, default=None,
+        help="conditioning dropout probability (default 0.05; instruct-pix2pix: text, image and both each, at most "
+        "1/3; neural-gaffer: every condition at once)",
+    )  # fmt: skip
+    p.add_argument(
+        "--validation-steps", type=non_negative_int, default=20,
+        help="sampler steps of the validation images written at each checkpoint (0: none)",
+    )  # fmt: skip
+    p.add_argument("--validation-samples", type=positive_int, default=4, help="fixed samples in the validation images")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of sample order, noise, timesteps")
     p.add_argument("--no-resume", action="store_true", help="start over even when --output has checkpoints")
     add_device_argument(p, "where to train (several processes: accelerate launch / torchrun)")
@@ -261,9 +328,11 @@ COMMANDS: Tuple[Tuple[str, str, str, Callable[[argparse.ArgumentParser], None], 
     (
         "train-prior",
         "train a relighting prior's denoiser (diffusers + accelerate; several processes with accelerate launch)",
-        "Train the diffusion-renderer builtin denoiser (gbuffer) on a relighting dataset (manifest.jsonl of views, "
-        "their G-buffers and lights). EMA, gradient accumulation, checkpoints that resume exactly; the trained model "
-        "is written to <output>/model in the layout the prior loads.",
+        "Train InstructPix2Pix (instruct-pix2pix: on image triplets, or on a relighting dataset's pairs of one view "
+        "under two lights with the prior's own lighting instructions), Neural Gaffer (neural-gaffer: on those pairs, "
+        "the target's map rotated into each camera) or the diffusion-renderer builtin denoiser (gbuffer: on views, "
+        "their G-buffers and lights). EMA, gradient accumulation, checkpoints that resume exactly, validation images "
+        "at each checkpoint; the trained model is written to <output>/model in the layout its prior loads.",
         _train_prior_options,
         _train_prior,
     ),

@@ -21,17 +21,25 @@ extra input channels start at zero so that the widened UNet first predicts exact
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from relight3d.data.gbuffer_frames import encode_base_color
 from relight3d.data.relight_pairs import RelightPairs
-from relight3d.pipelines.prior_training import PriorTask
-from relight3d.priors.base import composite, to_square
+from relight3d.pipelines.prior_training import (
+    PriorTask,
+    PriorValidationConfig,
+    UNetForward,
+    denoising_loss,
+    diffusion_draws,
+    square_images,
+    validation_indices,
+)
+from relight3d.priors.base import PriorViews, composite, make_generators, to_square
 from relight3d.priors.diffusion.guidance import guided_noise
 from relight3d.priors.diffusion_renderer import (
     DiffusionRendererPrior,
@@ -58,16 +66,6 @@ def widen_conv_in(unet: torch.nn.Module, in_channels: int) -> torch.nn.Module:
     return unet
 
 
-class _Forward:
-    """A (possibly DDP-wrapped) UNet as :func:`guided_noise` calls it: callable, with the UNet's ``dtype``."""
-
-    def __init__(self, module: torch.nn.Module, dtype: torch.dtype) -> None:
-        self.module, self.dtype = module, dtype
-
-    def __call__(self, *args: object, **kwargs: object) -> object:
-        return self.module(*args, **kwargs)
-
-
 def builtin_init_from_base(base: Path, output: Path) -> Path:
     """A builtin model to start training from: the UNet, VAE and scheduler of a Stable Diffusion folder ``base``
     with ``conv_in`` widened to the builtin's 32 channels (:func:`widen_conv_in`), written to ``output``."""
@@ -89,6 +87,9 @@ class GBufferTaskConfig:
     """The builtin model to start from (``unet/`` 32 input channels, ``vae/``, ``scheduler/``)."""
     resolution: Optional[int] = None
     """Square side the model trains at (default: the UNet's sample size times the VAE's downscaling)."""
+    validation: PriorValidationConfig = field(default_factory=PriorValidationConfig)
+    """Validation images at each checkpoint: per sample its base colour, the prior's rendering of its G-buffers
+    under its light (``validation.steps`` sampler steps) and its image."""
 
 
 class GBufferTask(PriorTask):
@@ -99,6 +100,9 @@ class GBufferTask(PriorTask):
         prior_config.backend, prior_config.model_path = "builtin", Path(config.init)
         if config.resolution is not None:
             prior_config.resolution = config.resolution
+        if config.validation.steps > 0:  # the prior samples only the validation images
+            prior_config.num_inference_steps = config.validation.steps
+        self.config = config
         self.prior = DiffusionRendererPrior(prior_config)
         self.model = self.prior.builtin
         self.pairs = RelightPairs(config.data)
@@ -138,25 +142,34 @@ class GBufferTask(PriorTask):
         device = next(network.parameters()).device
         latents, condition = self.inputs(indices, device)
         scheduler = self.model.components.scheduler
-        steps = int(scheduler.config.num_train_timesteps)
-        noise: List[Tensor] = []
-        timesteps: List[Tensor] = []
-        for g in generators:
-            timesteps.append(torch.randint(0, steps, (1,), generator=g))
-            noise.append(torch.randn(latents.shape[1:], generator=g))
-        noise_t, t = torch.stack(noise).to(latents), torch.cat(timesteps).to(device)
-        noisy = scheduler.add_noise(latents, noise_t, t)
+        t, noise, _ = diffusion_draws(generators, latents.shape[1:], int(scheduler.config.num_train_timesteps))
+        noise, t = noise.to(latents), t.to(device)
+        noisy = scheduler.add_noise(latents, noise, t)
         context = condition.new_zeros(condition.shape[0], 1, int(self.model.components.unet.config.cross_attention_dim))
-        unet = _Forward(network, self.model.components.unet.dtype)  # DDP wraps the UNet in several processes
+        unet = UNetForward(network, self.model.components.unet.dtype)  # DDP wraps the UNet in several processes
         predicted = guided_noise(unet, noisy, t, 1.0, (context, context), (torch.zeros_like(condition), condition))
-        if scheduler.config.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(latents, noise_t, t)
-        else:
-            target = noise_t
-        return F.mse_loss(predicted.float(), target.float())
+        return denoising_loss(scheduler, predicted, latents, noise, t)
 
     def save_model(self, network: torch.nn.Module, folder: Path) -> None:
         self.model.save_pretrained(folder)
+
+    def validation_images(self, network: torch.nn.Module, generator: torch.Generator) -> Optional[Tensor]:
+        """Per fixed sample: its base colour (sRGB), the prior's rendering (``relight``, as ``relight3d relight``
+        runs it) of its G-buffers under its own light, and its image, at the model's square resolution."""
+        if self.config.validation.steps <= 0:
+            return None
+        indices = validation_indices(len(self.pairs), self.config.validation.samples)
+        generators = make_generators(generator, len(indices))
+        cells: List[Tensor] = []
+        for i, g in zip(indices, generators):
+            sample = self.pairs[i]
+            f = sample.frame
+            names = ("normals", "depth", "base_color", "roughness", "metallic")
+            gbuffers = {"accumulation": f.mask[None], **{name: getattr(f, name)[None] for name in names}}
+            views = PriorViews(sample.image[None], f.mask[None], f.camera_to_world[None, :3], sample.envmap,
+                               generator=[g], gbuffers=gbuffers)  # fmt: skip
+            cells += [encode_base_color(f.base_color), self.prior.relight(views)[0], sample.image]
+        return square_images(cells, self.model.resolution)
 
 
 __all__ = ["GBufferTask", "GBufferTaskConfig", "builtin_init_from_base", "widen_conv_in"]

@@ -6,7 +6,7 @@ For every photo of an object in a folder: a foreground mask (the photo's alpha, 
 shape (soft environment lighting with GGX specular, or a hard directional light with a cast shadow and a Blinn-Phong
 highlight: :mod:`~relight3d.pipelines.image_degradation`). Each variant is one triplet in the conventional
 InstructPix2Pix direction: **input** = the original photo, **instruction** = the *new* light in words
-(``instruction_template`` with ``{light}`` replaced by e.g. ``"hard warm light from the upper left"``), **target**
+(``instruction_template`` with ``{lighting}`` replaced by e.g. ``"hard warm light from the upper left"``), **target**
 = the synthesised photo under that light. An optional CLIP filter drops badly lit photos first.
 
 Images: the photo is resized so that its longest side is ``resolution`` (unchanged when it already is) and, with
@@ -72,6 +72,7 @@ from relight3d.pipelines.image_files import (
     prepare_output,
     write_atomically,
 )
+from relight3d.priors.instruct_pix2pix import PROMPT_TEMPLATE
 
 LIGHT_KINDS = ("environment", "directional")
 """The ``light.kind`` values of a record."""
@@ -122,8 +123,9 @@ class FromImagesConfig:
     """Folder of .exr / .hdr environment maps (world Z up); None: the maps shipped in relight3d/assets/envmaps."""
     directional_fraction: float = 0.5
     """Fraction of the variants lit by a directional light (the rest by an environment map), in [0, 1]."""
-    instruction_template: str = "relight the object with {light}"
-    """The instruction; {light} is replaced by the light's description."""
+    instruction_template: str = PROMPT_TEMPLATE
+    """The instruction; {lighting} is replaced by the light's description (default: the InstructPix2Pix prior's
+    prompt, so a model trained on these triplets is prompted at inference as it was trained)."""
     overwrite: bool = False
     """Write into a non-empty output folder, deleting the triplets, summary and PNGs of an earlier run there."""
     resume: bool = False
@@ -147,8 +149,8 @@ class FromImagesConfig:
                 raise ConfigError(option, f"expected a number in [0, 1], got {value}")
         if self.mask_source == "segmentation" and self.segmentation_model is None:
             raise ConfigError("--mask-source", "segmentation needs --segmentation-model FOLDER")
-        if "{light}" not in self.instruction_template:
-            raise ConfigError("--instruction-template", "must contain {light}")
+        if "{lighting}" not in self.instruction_template:
+            raise ConfigError("--instruction-template", "must contain {lighting}")
         if self.clip_model is not None and not (self.clip_good_prompts and self.clip_bad_prompts):
             raise ConfigError("--clip-good-prompts", "the CLIP filter needs at least one good and one bad prompt")
         if self.overwrite and self.resume:
@@ -247,7 +249,7 @@ def _triplets_of_photo(
         records.append({
             "id": ident, "input": f"inputs/{ident}.png", "target": f"targets/{ident}.png",
             "mask": f"masks/{stem}.png", "albedo": f"albedo/{stem}.png",
-            "instruction": config.instruction_template.replace("{light}", describe_light(light, envmaps)),
+            "instruction": config.instruction_template.replace("{lighting}", describe_light(light, envmaps)),
             "source": photo.name, "light": light.to_record(),
         })  # fmt: skip
     return records, score, None

@@ -136,7 +136,7 @@ def register_from_images(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--instruction-template",
         default=_default("instruction_template"),
-        help="the instruction; {light} becomes the light's description",
+        help="the instruction; {lighting} becomes the light's description",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's triplets in --output")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")

@@ -20,8 +20,13 @@ shares (the models differ only in their :class:`PriorTask`: what a batch holds a
   checkpoint; ``resume`` (on by default) continues from the latest one. The inference folder
   ``<output>/model/`` (the EMA weights, in the layout the prior loads with ``from_pretrained``) is replaced the
   same way.
-* **Logs**: ``<output>/loss.csv`` (step, loss) and ``<output>/loss.png`` (the curve), and TensorBoard events in
-  ``<output>/tensorboard/`` when tensorboard is installed.
+* **Validation images.** At each checkpoint the main process asks the task for
+  :meth:`PriorTask.validation_images` with the EMA weights in the network (a few fixed samples sampled with a few
+  steps; see :class:`PriorValidationConfig`) and writes them as one grid, ``<output>/validation/step-<NNNNNN>.png``
+  (one sample per row, :attr:`PriorTask.validation_columns` images each). They use their own generator, seeded
+  with ``seed``, so they neither change the training nor differ between checkpoints except by the weights.
+* **Logs**: ``<output>/loss.csv`` (step, loss) and ``<output>/loss.png`` (the curve), and TensorBoard events
+  (the loss, the validation grids) in ``<output>/tensorboard/`` when tensorboard is installed.
 """
 
 from __future__ import annotations
@@ -34,12 +39,14 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence
+from typing import Any, Callable, ClassVar, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from relight3d.errors import ConfigError, DataError
+from relight3d.priors.base import to_square
 
 CHECKPOINT = re.compile(r"^step-(\d{6,})$")
 
@@ -76,8 +83,21 @@ class PriorTrainingConfig:
     """Train on the CPU even when a GPU is visible."""
 
 
+@dataclass
+class PriorValidationConfig:
+    """The validation images a task draws at each checkpoint (see the module docstring)."""
+
+    steps: int = 0
+    """Sampler steps of each validation image (0: no validation images)."""
+    samples: int = 4
+    """Fixed training samples shown, spread evenly over the dataset (:func:`validation_indices`)."""
+
+
 class PriorTask(abc.ABC):
     """What one kind of prior trains: its network, its frozen parts, its batches and its loss, and how it saves."""
+
+    validation_columns: ClassVar[int] = 3
+    """Images per sample in :meth:`validation_images` (by default: input, prediction, target)."""
 
     @abc.abstractmethod
     def trained_module(self) -> torch.nn.Module:
@@ -99,6 +119,87 @@ class PriorTask(abc.ABC):
     @abc.abstractmethod
     def to(self, device: torch.device) -> None:
         """Move the frozen parts to ``device`` (the trained module is moved by accelerate)."""
+
+    def validation_images(
+        self, network: torch.nn.Module, generator: torch.Generator
+    ) -> Optional[Float[Tensor, "n h w 3"]]:
+        """Images of a few fixed samples made with ``network`` (the unwrapped trained module, holding the EMA
+        weights, in evaluation mode, no gradients), :attr:`validation_columns` per sample, in [0, 1], drawn with
+        ``generator``; None (the default): no validation images."""
+        return None
+
+
+class UNetForward:
+    """A (possibly DDP-wrapped) UNet as the priors' guidance functions call it: callable, with the UNet's ``dtype``
+    (a DDP wrapper has none), so training predicts noise through the same function inference does."""
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype) -> None:
+        self.module, self.dtype = module, dtype
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return self.module(*args, **kwargs)
+
+
+def diffusion_draws(
+    generators: Sequence[torch.Generator], shape: Sequence[int], num_timesteps: int
+) -> Tuple[Int[Tensor, " b"], Float[Tensor, "b ..."], Float[Tensor, " b"]]:
+    """The randomness of a denoising loss, each sample's from its own generator in this order: a training timestep
+    (uniform in ``0 .. num_timesteps - 1``), the noise (standard normal of ``shape``) and a uniform number in
+    [0, 1) (what conditioning dropout compares with its probability). On the CPU."""
+    timesteps, noise, uniform = [], [], []
+    for g in generators:
+        timesteps.append(torch.randint(0, num_timesteps, (1,), generator=g))
+        noise.append(torch.randn(tuple(shape), generator=g))
+        uniform.append(torch.rand(1, generator=g))
+    return torch.cat(timesteps), torch.stack(noise), torch.cat(uniform)
+
+
+def denoising_loss(
+    scheduler: Any, predicted: Float[Tensor, "b c h w"], latents: Tensor, noise: Tensor, timesteps: Tensor
+) -> Tensor:
+    """The MSE of ``predicted`` to the scheduler's prediction target: the noise (``epsilon``) or the velocity
+    (``v_prediction``) of ``latents`` noised with ``noise`` at ``timesteps``."""
+    import torch.nn.functional as F
+
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    return F.mse_loss(predicted.float(), target.float())
+
+
+def validation_indices(n: int, count: int) -> List[int]:
+    """``count`` samples of ``n`` spread evenly from the first to the last (all of them when ``count >= n``).
+
+    Example:
+        >>> validation_indices(10, 4)
+        [0, 3, 6, 9]
+    """
+    if count <= 0 or n <= 0:
+        return []
+    if count >= n:
+        return list(range(n))
+    if count == 1:
+        return [0]
+    return sorted({round(i * (n - 1) / (count - 1)) for i in range(count)})
+
+
+def square_images(
+    images: Sequence[Float[Tensor, "h w 3"]], side: int, fill: Union[float, Sequence[float]] = 1.0
+) -> Float[Tensor, "n side side 3"]:
+    """Images of any sizes padded to centred squares with ``fill`` and resized to ``side`` (a validation grid's
+    cells), clamped to [0, 1], on the CPU."""
+    cells = [to_square(x.detach().float().cpu()[None, ..., :3], side, fill)[0] for x in images]
+    return torch.cat(cells).permute(0, 2, 3, 1).clamp(0.0, 1.0)
+
+
+def image_grid(images: Float[Tensor, "n h w 3"], columns: int) -> Float[Tensor, "H W 3"]:
+    """``images`` tiled row by row, ``columns`` per row (the last row padded with black)."""
+    n, h, w, _ = images.shape
+    rows = max(1, math.ceil(n / max(1, columns)))
+    grid = images.new_zeros(rows * columns, h, w, 3)
+    grid[:n] = images
+    return grid.reshape(rows, columns, h, w, 3).permute(0, 2, 1, 3, 4).reshape(rows * h, columns * w, 3)
 
 
 def _sample_indices(n: int, seed: int, start: int, count: int) -> List[int]:
@@ -170,6 +271,59 @@ def _load_state(folder: Path, network: torch.nn.Module, ema: Any, optimizer: Any
         raise DataError(folder, f"cannot resume from this checkpoint: {err}") from err
 
 
+class _TensorBoard:
+    """TensorBoard events in ``<output>/tensorboard/`` (nothing when tensorboard is not installed)."""
+
+    def __init__(self, output: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.writer = None
+        else:
+            self.writer = SummaryWriter(str(output / "tensorboard"))
+
+    def losses(self, losses: List[tuple]) -> None:
+        if self.writer is not None:
+            for step, value in losses:
+                self.writer.add_scalar("loss", value, step)
+            self.writer.flush()
+
+    def image(self, grid: Tensor, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_image("validation", grid, step, dataformats="HWC")
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _write_validation(
+    task: PriorTask, network: torch.nn.Module, step: int, output: Path, seed: int
+) -> Optional[Tensor]:
+    """The task's validation grid of ``network`` (as it is: the caller put the EMA weights in), written to
+    ``<output>/validation/step-<NNNNNN>.png``; None when the task draws none."""
+    from PIL import Image
+
+    training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            images = task.validation_images(network, torch.Generator().manual_seed(seed))
+    finally:
+        network.train(training)
+    if images is None or images.shape[0] == 0:
+        return None
+    grid = image_grid(images.detach().float().cpu().clamp(0.0, 1.0), task.validation_columns)
+    folder = output / "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"step-{step:06d}.png"
+    tmp = folder / f".{target.name}.tmp.png"
+    Image.fromarray((grid * 255.0).round().to(torch.uint8).numpy()).save(tmp)
+    os.replace(tmp, target)
+    return grid
+
+
 def _write_curve(output: Path, losses: List[tuple]) -> None:
     with open(output / "loss.csv", "a", encoding="utf-8") as f:
         f.writelines(f"{s},{v:.6g}\n" for s, v in losses)
@@ -229,41 +383,48 @@ def train_prior(task: PriorTask, config: PriorTrainingConfig, log: Callable[[str
     per_step = b * world * c.gradient_accumulation_steps
     pending: List[tuple] = []
     loss_value = float("nan")
+    board = None
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         if step == 0 and (output / "loss.csv").exists():
             (output / "loss.csv").unlink()
         if not (output / "loss.csv").exists():
             (output / "loss.csv").write_text("step,loss\n")
-    while step < c.max_steps:
-        total = 0.0
-        for micro in range(c.gradient_accumulation_steps):
-            first = (step * c.gradient_accumulation_steps + micro) * b * world + rank * b
-            indices = _sample_indices(n, c.seed, first, b)
-            generators = [sample_generator(c.seed, first + j) for j in range(b)]
-            sync = micro == c.gradient_accumulation_steps - 1
-            context = accelerator.no_sync(prepared) if not sync and world > 1 else contextlib.nullcontext()
-            with context, accelerator.autocast():
-                loss = task.loss(prepared, indices, generators) / c.gradient_accumulation_steps
-            accelerator.backward(loss)
-            total += float(loss.detach())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.step(accelerator.unwrap_model(prepared).parameters())
-        step += 1
-        loss_value = float(accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean"))
-        pending.append((step, loss_value))
-        if step % c.checkpoint_every == 0 or step == c.max_steps:
-            _checkpoint(accelerator, task, prepared, ema, optimizer, step, output, c, pending, log)
-            pending = []
+        board = _TensorBoard(output)
+    try:
+        while step < c.max_steps:
+            total = 0.0
+            for micro in range(c.gradient_accumulation_steps):
+                first = (step * c.gradient_accumulation_steps + micro) * b * world + rank * b
+                indices = _sample_indices(n, c.seed, first, b)
+                generators = [sample_generator(c.seed, first + j) for j in range(b)]
+                sync = micro == c.gradient_accumulation_steps - 1
+                context = accelerator.no_sync(prepared) if not sync and world > 1 else contextlib.nullcontext()
+                with context, accelerator.autocast():
+                    loss = task.loss(prepared, indices, generators) / c.gradient_accumulation_steps
+                accelerator.backward(loss)
+                total += float(loss.detach())
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(prepared).parameters())
+            step += 1
+            loss_value = float(accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean"))
+            pending.append((step, loss_value))
+            if step % c.checkpoint_every == 0 or step == c.max_steps:
+                _checkpoint(accelerator, task, prepared, ema, optimizer, step, output, c, pending, log, board)
+                pending = []
+    finally:
+        if board is not None:
+            board.close()
     if accelerator.is_main_process:
         log(f"trained {step} steps ({per_step} samples per step, {world} process(es)); last loss {loss_value:.4g}")
     return {"step": step, "loss": loss_value, "model": output / "model", "main": accelerator.is_main_process}
 
 
-def _checkpoint(accelerator, task, prepared, ema, optimizer, step, output, c, pending, log) -> None:  # noqa: ANN001
-    """Write checkpoint ``step`` and the inference folder (main process), then wait for every process."""
+def _checkpoint(accelerator, task, prepared, ema, optimizer, step, output, c, pending, log, board) -> None:  # noqa: ANN001
+    """Write checkpoint ``step``, the inference folder and the validation images (main process, the last two with
+    the EMA weights), then wait for every process."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         network = accelerator.unwrap_model(prepared)
@@ -275,10 +436,16 @@ def _checkpoint(accelerator, task, prepared, ema, optimizer, step, output, c, pe
         if ema is not None:
             ema.store(network.parameters())
             ema.copy_to(network.parameters())
-        replace_folder(lambda tmp: task.save_model(network, tmp), output / "model")
-        if ema is not None:
-            ema.restore(network.parameters())
+        try:
+            replace_folder(lambda tmp: task.save_model(network, tmp), output / "model")
+            grid = _write_validation(task, network, step, output, c.seed)
+        finally:
+            if ema is not None:
+                ema.restore(network.parameters())
         _write_curve(output, pending)
+        board.losses(pending)
+        if grid is not None:
+            board.image(grid, step)
         log(f"step {step}: loss {pending[-1][1]:.4g}; checkpoint {target}")
     accelerator.wait_for_everyone()
 
@@ -286,8 +453,15 @@ def _checkpoint(accelerator, task, prepared, ema, optimizer, step, output, c, pe
 __all__ = [
     "PriorTask",
     "PriorTrainingConfig",
+    "PriorValidationConfig",
+    "UNetForward",
+    "denoising_loss",
+    "diffusion_draws",
+    "image_grid",
     "latest_checkpoint",
     "replace_folder",
     "sample_generator",
+    "square_images",
     "train_prior",
+    "validation_indices",
 ]

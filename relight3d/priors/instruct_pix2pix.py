@@ -47,6 +47,10 @@ from relight3d.priors.latent_diffusion import LatentDiffusionPriorConfig, ViewCh
 from relight3d.priors.lighting_description import SUMMARY_ENVMAP_HEIGHT
 from relight3d.priors.text_prompted import TextCondition, TextPromptedPrior, TextPromptedPriorConfig
 
+PROMPT_TEMPLATE = "relight it with {lighting}"
+"""The default instruction (``{lighting}``: the light's description); ``relight3d data from-images`` writes its
+triplets' instructions with it too, so a model trained on them is prompted as it was trained."""
+
 
 @dataclass
 class InstructPix2PixPriorConfig(TextPromptedPriorConfig):
@@ -70,7 +74,7 @@ class InstructPix2PixPriorConfig(TextPromptedPriorConfig):
     """Text guidance weight."""
     image_guidance_scale: float = 1.5
     """Image guidance weight (how closely the result keeps the input image)."""
-    prompt_template: str = "relight it with {lighting}"
+    prompt_template: str = PROMPT_TEMPLATE
     """Instruction; ``{lighting}`` is replaced by the per-view description of the target light."""
 
     @classmethod

@@ -35,7 +35,7 @@ from relight3d.pipelines.image_triplets_cli import register_from_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 48
-TEMPLATE = "relight the object with {light}"
+TEMPLATE = "relight it with {lighting}"
 
 
 def _sphere_photo(width: int, height: int, discs: List[tuple], colours: tuple, rgb_only: bool = False) -> np.ndarray:
@@ -110,7 +110,7 @@ def test_layout_files_sizes_and_masks_equal_alpha(first_run):
         stem = Path(r["source"]).stem
         assert (r["input"], r["target"]) == (f"inputs/{r['id']}.png", f"targets/{r['id']}.png")
         assert (r["mask"], r["albedo"]) == (f"masks/{stem}.png", f"albedo/{stem}.png")
-        assert r["light"]["kind"] in ("environment", "directional") and r["instruction"].startswith("relight the ")
+        assert r["light"]["kind"] in ("environment", "directional") and r["instruction"].startswith("relight it with ")
     for name, array in photos.items():
         mask = np.asarray(Image.open(out / "masks" / f"{Path(name).stem}.png"))
         assert mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8
@@ -136,7 +136,7 @@ def test_instructions_describe_the_recorded_lights_and_runs_repeat(first_run, tm
     records = read_triplets(root / "out")
     assert {r["light"]["kind"] for r in records} == {"environment", "directional"}
     for r in records:
-        assert r["instruction"] == TEMPLATE.format(light=describe_light(_light_of(r), envmaps))
+        assert r["instruction"] == TEMPLATE.format(lighting=describe_light(_light_of(r), envmaps))
     again = FromImagesConfig(root / "photos", tmp_path / "again", variants=3, seed=3, resolution=SIZE)
     run_from_images(again)
     assert (tmp_path / "again" / "triplets.jsonl").read_bytes() == (root / "out" / "triplets.jsonl").read_bytes()
@@ -164,7 +164,7 @@ def test_every_directional_instruction_matches_its_direction(tmp_path):
     for r in records:
         x, y, z = r["light"]["direction"]
         text = r["instruction"]
-        assert text.startswith("relight the object with hard ")
+        assert text.startswith("relight it with hard ")
         assert ("left" in text) == (x < -0.38 and z <= 0.8) and ("right" in text) == (x > 0.38 and z <= 0.8)
         assert ("upper" in text or "above" in text) == (y > 0.38 and z <= 0.8)
 
