@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 from jaxtyping import Float
@@ -140,6 +140,53 @@ class RelightPairs:
         return RelightSample(frame, image, self._maps[key])
 
 
+def light_pairs(records: Sequence[Dict[str, Any]]) -> List[Tuple[int, int]]:
+    """The training pairs ``(a, b)`` of a relighting manifest's samples
+    (:func:`~relight3d.data.relight_pairs.read_manifest`): sample ``a`` is the input, ``b`` the target, one view (same
+    ``gbuffers`` clip and ``frame``) under two different lights (``envmap`` and ``envmap_rotation_deg`` not both
+    equal).
+
+    The order is fixed by the manifest alone: views in the order of their first sample, and within a view every
+    ordered pair of its samples, the input's manifest order first, then the target's. A view under ``k`` lights
+    gives ``k (k - 1)`` pairs.
+
+    Example:
+        >>> rows = [{"gbuffers": "c", "frame": 0, "envmap": e, "envmap_rotation_deg": 0.0} for e in "ABC"]
+        >>> light_pairs(rows)
+        [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    """
+    views: Dict[Tuple[Any, int], List[int]] = {}
+    for i, record in enumerate(records):
+        views.setdefault((record["gbuffers"], record["frame"]), []).append(i)
+
+    def light(i: int) -> Tuple[Any, float]:
+        return records[i]["envmap"], float(records[i].get("envmap_rotation_deg", 0.0))
+
+    return [(a, b) for samples in views.values() for a in samples for b in samples if light(a) != light(b)]
+
+
+class LightPairs:
+    """The pairs of a relighting dataset folder (:func:`light_pairs`), loaded on demand.
+
+    Raises:
+        DataError: the folder's manifest is missing or bad, or no view is rendered under two different lights.
+    """
+
+    def __init__(self, root: Union[str, Path]) -> None:
+        self.samples = RelightPairs(root)
+        self.pairs = light_pairs(self.samples.records)
+        if not self.pairs:
+            raise DataError(Path(root) / MANIFEST, "no view is rendered under two different lights (no training pair)")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Tuple[RelightSample, RelightSample]:
+        """``(input, target)``: the view under light A and under light B (the target's map is B)."""
+        a, b = self.pairs[index]
+        return self.samples[a], self.samples[b]
+
+
 def write_manifest(root: Union[str, Path], records: List[Dict[str, Any]]) -> Path:
     """Write ``manifest.jsonl`` (``records``: the fields of the module docstring, paths relative to ``root``)."""
     path = Path(root) / MANIFEST
@@ -147,4 +194,4 @@ def write_manifest(root: Union[str, Path], records: List[Dict[str, Any]]) -> Pat
     return path
 
 
-__all__ = ["MANIFEST", "RelightPairs", "RelightSample", "read_manifest", "write_manifest"]
+__all__ = ["MANIFEST", "LightPairs", "RelightPairs", "RelightSample", "light_pairs", "read_manifest", "write_manifest"]

@@ -244,7 +244,24 @@ def _init_from_base(args: argparse.Namespace, init: Path, build: Callable[[Path,
         replace_folder(lambda tmp: build(Path(args.base), tmp), init)
 
 
-TRAIN_PRIOR_TASKS = {"instruct-pix2pix": _ip2p_task, "neural-gaffer": _gaffer_task, "gbuffer": _gbuffer_task}
+def _relight_unet_task(
+    args: argparse.Namespace, init: Path, validation: PriorValidationConfig
+) -> Tuple[PriorTask, str]:
+    from relight3d.pipelines.relight_unet_training import RelightUNetTask, RelightUNetTaskConfig
+
+    if args.base is not None or args.conditioning_dropout is not None:
+        raise ConfigError("--base/--conditioning-dropout", "relight-unet starts from a fresh network or --init")
+    config = RelightUNetTaskConfig(data=Path(args.data), init=Path(args.init) if args.init else None,
+                                   resolution=args.resolution or 64, validation=validation)  # fmt: skip
+    return RelightUNetTask(config), "--prior relight-unet --prior-path"
+
+
+TRAIN_PRIOR_TASKS = {
+    "instruct-pix2pix": _ip2p_task,
+    "neural-gaffer": _gaffer_task,
+    "gbuffer": _gbuffer_task,
+    "relight-unet": _relight_unet_task,
+}
 """``relight3d train-prior``'s models: name -> a function building its task (and the ``relight3d relight`` options
 that load the trained folder) from the parsed options."""
 
@@ -252,7 +269,7 @@ that load the trained folder) from the parsed options."""
 def _train_prior(args: argparse.Namespace) -> int:
     from relight3d.pipelines.prior_training import PriorTrainingConfig, PriorValidationConfig, train_prior
 
-    if (args.init is None) == (args.base is None):
+    if (args.init is None) == (args.base is None) and args.model != "relight-unet":
         raise ConfigError("--init/--base", "give exactly one: a model folder to continue, or a base folder to widen")
     init = Path(args.init) if args.init else Path(args.output) / "init"
     validation = PriorValidationConfig(steps=args.validation_steps, samples=args.validation_samples)
@@ -269,7 +286,8 @@ def _train_prior_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model", choices=list(TRAIN_PRIOR_TASKS),
         help="what to train: instruct-pix2pix (8-channel InstructPix2Pix), neural-gaffer (16-channel Neural Gaffer), "
-        "gbuffer (the diffusion-renderer builtin)",
+        "gbuffer (the diffusion-renderer builtin), relight-unet (a small deterministic network that trains on a CPU, "
+        "from scratch)",
     )  # fmt: skip
     p.add_argument(
         "--data", required=True,
@@ -330,9 +348,11 @@ COMMANDS: Tuple[Tuple[str, str, str, Callable[[argparse.ArgumentParser], None], 
         "train a relighting prior's denoiser (diffusers + accelerate; several processes with accelerate launch)",
         "Train InstructPix2Pix (instruct-pix2pix: on image triplets, or on a relighting dataset's pairs of one view "
         "under two lights with the prior's own lighting instructions), Neural Gaffer (neural-gaffer: on those pairs, "
-        "the target's map rotated into each camera) or the diffusion-renderer builtin denoiser (gbuffer: on views, "
-        "their G-buffers and lights). EMA, gradient accumulation, checkpoints that resume exactly, validation images "
-        "at each checkpoint; the trained model is written to <output>/model in the layout its prior loads.",
+        "the target's map rotated into each camera), the diffusion-renderer builtin denoiser (gbuffer: on views, "
+        "their G-buffers and lights), or relight-unet (a small deterministic network correcting a ratio relighting, "
+        "trained from scratch on a rendered relighting dataset; fits a CPU). EMA, gradient accumulation, checkpoints "
+        "that resume exactly, validation images at each checkpoint; the trained model is written to <output>/model "
+        "in the layout its prior loads.",
         _train_prior_options,
         _train_prior,
     ),

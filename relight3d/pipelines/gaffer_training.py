@@ -32,14 +32,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.data.relight_pairs import MANIFEST, RelightPairs, RelightSample
-from relight3d.errors import ConfigError, DataError
+from relight3d.data.relight_pairs import LightPairs
+from relight3d.errors import ConfigError
 from relight3d.pipelines.gbuffer_training import widen_conv_in
 from relight3d.pipelines.prior_training import (
     PriorTask,
@@ -58,53 +58,6 @@ from relight3d.priors.neural_gaffer import (
     NeuralGafferPrior,
     NeuralGafferPriorConfig,
 )
-
-
-def light_pairs(records: Sequence[Dict[str, Any]]) -> List[Tuple[int, int]]:
-    """The training pairs ``(a, b)`` of a relighting manifest's samples
-    (:func:`~relight3d.data.relight_pairs.read_manifest`): sample ``a`` is the input, ``b`` the target, one view (same
-    ``gbuffers`` clip and ``frame``) under two different lights (``envmap`` and ``envmap_rotation_deg`` not both
-    equal).
-
-    The order is fixed by the manifest alone: views in the order of their first sample, and within a view every
-    ordered pair of its samples, the input's manifest order first, then the target's. A view under ``k`` lights
-    gives ``k (k - 1)`` pairs.
-
-    Example:
-        >>> rows = [{"gbuffers": "c", "frame": 0, "envmap": e, "envmap_rotation_deg": 0.0} for e in "ABC"]
-        >>> light_pairs(rows)
-        [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
-    """
-    views: Dict[Tuple[Any, int], List[int]] = {}
-    for i, record in enumerate(records):
-        views.setdefault((record["gbuffers"], record["frame"]), []).append(i)
-
-    def light(i: int) -> Tuple[Any, float]:
-        return records[i]["envmap"], float(records[i].get("envmap_rotation_deg", 0.0))
-
-    return [(a, b) for samples in views.values() for a in samples for b in samples if light(a) != light(b)]
-
-
-class LightPairs:
-    """The pairs of a relighting dataset folder (:func:`light_pairs`), loaded on demand.
-
-    Raises:
-        DataError: the folder's manifest is missing or bad, or no view is rendered under two different lights.
-    """
-
-    def __init__(self, root: Union[str, Path]) -> None:
-        self.samples = RelightPairs(root)
-        self.pairs = light_pairs(self.samples.records)
-        if not self.pairs:
-            raise DataError(Path(root) / MANIFEST, "no view is rendered under two different lights (no training pair)")
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> Tuple[RelightSample, RelightSample]:
-        """``(input, target)``: the view under light A and under light B (the target's map is B)."""
-        a, b = self.pairs[index]
-        return self.samples[a], self.samples[b]
 
 
 def gaffer_init_from_base(base: Path, output: Path) -> Path:
@@ -244,9 +197,7 @@ class NeuralGafferTask(PriorTask):
 
 
 __all__ = [
-    "LightPairs",
     "NeuralGafferTask",
     "NeuralGafferTaskConfig",
     "gaffer_init_from_base",
-    "light_pairs",
 ]

@@ -11,7 +11,7 @@ InstructPix2Pix training recipe (diffusers' ``train_instruct_pix2pix.py``):
   - an image-triplets folder (``triplets.jsonl``, as ``relight3d data from-images`` writes it, read by
     :func:`~relight3d.pipelines.image_triplets.read_triplets`): one sample per line, its instruction as written;
   - a relighting dataset (``manifest.jsonl``, :mod:`relight3d.data.relight_pairs`): one sample per pair of
-    :func:`~relight3d.pipelines.gaffer_training.light_pairs` (a view under light A, the same view under light B),
+    :func:`~relight3d.data.relight_pairs.light_pairs` (a view under light A, the same view under light B),
     its instruction the one the prior gives that view under B's map at inference
     (:meth:`~relight3d.priors.text_prompted.TextPromptedPrior.prompts` of the map as
     :meth:`~relight3d.priors.instruct_pix2pix.InstructPix2PixPrior.prepare_envmap` prepares it, e.g.
@@ -50,9 +50,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from relight3d.data.relight_pairs import MANIFEST
+from relight3d.data.relight_pairs import MANIFEST, LightPairs
 from relight3d.errors import ConfigError, DataError
-from relight3d.pipelines.gaffer_training import LightPairs
 from relight3d.pipelines.gbuffer_training import widen_conv_in
 from relight3d.pipelines.image_files import TRIPLETS
 from relight3d.pipelines.image_triplets import read_triplets
@@ -172,7 +171,7 @@ class InstructPix2PixTaskConfig:
 
     data: Path
     """An image-triplets folder (``triplets.jsonl``) or a relighting dataset (``manifest.jsonl``; its pairs are
-    :func:`~relight3d.pipelines.gaffer_training.light_pairs`)."""
+    :func:`~relight3d.data.relight_pairs.light_pairs`)."""
     init: Path
     """The InstructPix2Pix folder to start from (``unet/`` 8 input channels, ``vae/``, ``text_encoder/``,
     ``tokenizer/``, ``scheduler/``)."""

@@ -33,6 +33,7 @@ from relight3d.priors.ic_light import ICLightPriorConfig
 from relight3d.priors.instruct_pix2pix import InstructPix2PixPriorConfig
 from relight3d.priors.neural_gaffer import NeuralGafferPriorConfig
 from relight3d.priors.physical import PhysicalPriorConfig
+from relight3d.priors.relight_unet import RelightUNetPriorConfig
 
 DEFAULT_PRIOR = "physical"
 """The prior used when none is named: it needs no weights."""
@@ -47,6 +48,7 @@ PRIORS: Dict[str, Callable[[], RelightingPriorConfig]] = {
     "instruct-pix2pix-public": InstructPix2PixPriorConfig.public_preset,
     "diffusion-renderer": DiffusionRendererPriorConfig,
     "difareli": DiFaReliPriorConfig,
+    "relight-unet": RelightUNetPriorConfig,
 }
 """Every relighting prior and preset, by the name ``ns-train`` (``pipeline.prior:<name>``) and ``relight3d relight
 --prior`` use, as a factory of its config; the default (:data:`DEFAULT_PRIOR`) comes first."""

@@ -16,17 +16,11 @@ import torch
 from PIL import Image
 
 from relight3d.data.gbuffer_frames import GBufferFrame, write_gbuffer_frames
-from relight3d.data.relight_pairs import read_manifest, write_manifest
+from relight3d.data.relight_pairs import LightPairs, light_pairs, read_manifest, write_manifest
 from relight3d.errors import DataError
 from relight3d.geometry import look_at
 from relight3d.lighting import write_envmap
-from relight3d.pipelines.gaffer_training import (
-    LightPairs,
-    NeuralGafferTask,
-    NeuralGafferTaskConfig,
-    gaffer_init_from_base,
-    light_pairs,
-)
+from relight3d.pipelines.gaffer_training import NeuralGafferTask, NeuralGafferTaskConfig, gaffer_init_from_base
 from relight3d.pipelines.ip2p_training import InstructPix2PixTask, InstructPix2PixTaskConfig, ip2p_init_from_base
 from relight3d.pipelines.prior_training import (
     PriorTrainingConfig,

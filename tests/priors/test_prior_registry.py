@@ -56,7 +56,7 @@ def test_every_entry_builds_its_config() -> None:
     assert str(info.value) == (
         "--prior: unknown prior 'gaffer'; known priors: physical, neural-gaffer, neural-gaffer-public, ic-light, "
         "ic-light-public, instruct-pix2pix, instruct-pix2pix-public, diffusion-renderer, "
-        "difareli"
+        "difareli, relight-unet"
     )
     with pytest.raises(ConfigError, match="^--prior-path: the physical prior loads no weights"):
         registry.prior_config("physical", "weights/x")
@@ -114,6 +114,7 @@ CHECKED_ELSEWHERE = {
     # priors whose weights are not (only) a diffusers folder of the shared layout: where their loading is checked
     "diffusion-renderer": "tests/priors/test_prior_diffusion_renderer.py::test_builtin_loading_is_strict",
     "difareli": "tests/priors/test_prior_difareli.py::test_missing_and_wrong_checkpoints_are_one_line_errors",
+    "relight-unet": "tests/pipelines/test_relight_unet.py::test_bad_model_folders_are_one_line",
 }
 
 
