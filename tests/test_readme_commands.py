@@ -280,7 +280,7 @@ def check_gbuffers(r: Result) -> None:
     assert len(read_gbuffer_frames(_output(r, "gbuffer_frames"), views)) >= 1
 
 
-WEIGHTED_PRIORS = r"--prior (diffusion-renderer|difareli)"
+WEIGHTED_PRIORS = r"--prior (diffusion-renderer|difareli|relight-unet)"
 """``relight3d relight`` with a prior whose weights (or checkout) cannot be had in a test."""
 
 RUN: Dict[str, Run] = {
@@ -295,8 +295,15 @@ RUN: Dict[str, Run] = {
 """README command patterns (full match of the command, program first) that the test runs."""
 
 NOT_RUN: Dict[str, str] = {
-    r"relight3d train-prior gbuffer .*": "needs a relighting dataset and a Stable Diffusion folder; "
-    "tests/pipelines/test_prior_training.py trains on a tiny dataset with tiny components",
+    r"relight3d train-prior (gbuffer|instruct-pix2pix|neural-gaffer) .*": "needs a Stable Diffusion / Zero123 folder; "
+    "tests/pipelines/test_prior_training*.py train each model on tiny datasets with tiny components",
+    r"relight3d train-prior relight-unet .*": "trains for tens of minutes on a rendered dataset; "
+    "tests/pipelines/test_relight_unet.py runs the command for 2 steps on a tiny one",
+    r"relight3d data render .*": "renders with Cycles (minutes, needs bpy); tests/benchmark/test_data_render.py "
+    "renders 2 objects x 2 maps x 2 turns x 4 views",
+    r"relight3d data from-images .*": "needs photos; tests/data/test_image_triplets.py runs it on synthetic ones",
+    r"relight3d relight .*--prior relight-unet --prior-path runs/.*": "needs a trained relight-unet (the training "
+    "command above); tests/pipelines/test_relight_unet.py relights with one trained for 3 steps",
     r"relight3d relight .*--prior diffusion-renderer --prior\.checkout .*": "runs NVIDIA's DiffusionRenderer from the "
     "user's checkout: 56 GB of weights and a large GPU",
     r"relight3d relight .*--prior (diffusion-renderer --prior\.backend builtin|difareli) --prior-path weights/.*": (

@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from relight3d.data.gbuffer_frames import GBufferFrame, read_gbuffer_frames
+from relight3d.data.validation import jsonl_objects
 from relight3d.errors import DataError
 
 MANIFEST = "manifest.jsonl"
@@ -65,19 +66,9 @@ def read_manifest(root: Union[str, Path]) -> List[Dict[str, Any]]:
     """
     root = Path(root)
     path = root / MANIFEST
-    if not path.is_file():
-        raise DataError(path, "no such manifest (a relighting dataset folder holds manifest.jsonl)")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"{where}: not JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(path, f"{where}: expected a JSON object")
+    for number, where, record in jsonl_objects(path, "no such manifest (a relighting dataset folder holds "
+                                                     "manifest.jsonl)"):  # fmt: skip
         frame, rotation = record.get("frame"), record.get("envmap_rotation_deg", 0.0)
         if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
             raise DataError(path, f"{where}: frame must be an integer >= 0, got {frame!r}")

@@ -312,3 +312,27 @@ def check_blender_split(data: Path, split: str, allow_outside: bool = False) -> 
         images.append(resolve_inside(data, relative, path, f"frame {i}: file_path", allow_outside))
     check_images(images)
     return meta, images
+
+
+def jsonl_objects(path: Path, missing: str) -> List[Tuple[int, str, Dict[str, Any]]]:
+    """``(line number, "line N", object)`` of every non-blank line of a JSON-lines file, in order.
+
+    Raises:
+        DataError: no such file (``missing`` says what the folder should hold), or a line that is not a JSON object
+            (naming the line).
+    """
+    if not path.is_file():
+        raise DataError(path, missing)
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"{where}: not JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(path, f"{where}: expected a JSON object")
+        out.append((number, where, record))
+    return out

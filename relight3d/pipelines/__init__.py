@@ -23,5 +23,16 @@ Score distillation (``ns-train relight3d-sds``, RealFusion):
 * :mod:`~relight3d.pipelines.sds_losses`: annealed loss weights and the regularisers.
 * :mod:`~relight3d.pipelines.sds_checks`: weight-free checks (reconstruction of a photo, training speed).
 
+Training priors (``relight3d train-prior``, ``relight3d data from-images``):
+
+* :mod:`~relight3d.pipelines.prior_training`: the shared diffusers + accelerate loop (deterministic batches, EMA,
+  atomic checkpoints that resume exactly, validation images, loss curves).
+* One task per model: :mod:`~relight3d.pipelines.relight_unet_training`, :mod:`~relight3d.pipelines.ip2p_training`,
+  :mod:`~relight3d.pipelines.gaffer_training`, :mod:`~relight3d.pipelines.gbuffer_training`.
+* :mod:`~relight3d.pipelines.image_triplets` (with ``image_files``, ``image_intrinsics``, ``image_degradation``,
+  ``image_models`` and ``image_triplets_cli``): photos to (photo, instruction, relit photo) triplets.
+* :mod:`~relight3d.pipelines.gbuffer_export`: ``relight3d export gbuffers``;
+  :mod:`~relight3d.pipelines.relight_material`: the material head's fit.
+
 Nothing is imported here, so that ``import relight3d.pipelines.<module>`` stays cheap.
 """

@@ -37,6 +37,7 @@ from relight3d.pipelines.prior_training import (
     denoising_loss,
     diffusion_draws,
     square_images,
+    training_prior_config,
     validation_indices,
 )
 from relight3d.priors.base import PriorViews, composite, make_generators, to_square
@@ -96,12 +97,9 @@ class GBufferTask(PriorTask):
     """The builtin DiffusionRenderer denoiser's training task (see the module docstring)."""
 
     def __init__(self, config: GBufferTaskConfig, prior_config: Optional[DiffusionRendererPriorConfig] = None) -> None:
-        prior_config = prior_config or DiffusionRendererPriorConfig()
-        prior_config.backend, prior_config.model_path = "builtin", Path(config.init)
-        if config.resolution is not None:
-            prior_config.resolution = config.resolution
-        if config.validation.steps > 0:  # the prior samples only the validation images
-            prior_config.num_inference_steps = config.validation.steps
+        prior_config = training_prior_config(prior_config or DiffusionRendererPriorConfig(), Path(config.init),
+                                             config.resolution, config.validation.steps)  # fmt: skip
+        prior_config.backend = "builtin"
         self.config = config
         self.prior = DiffusionRendererPrior(prior_config)
         self.model = self.prior.builtin

@@ -58,6 +58,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from relight3d.data.validation import jsonl_objects
 from relight3d.errors import ConfigError, DataError
 from relight3d.pipelines.image_files import (
     IMAGE_FOLDERS,
@@ -329,19 +330,9 @@ def read_triplets(folder: Union[str, Path]) -> List[Dict[str, Any]]:
     """
     root = Path(folder)
     path = root / TRIPLETS
-    if not path.is_file():
-        raise DataError(path, "no such file (a from-images output folder holds triplets.jsonl)")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"{where}: not JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(path, f"{where}: expected a JSON object")
+    for number, where, record in jsonl_objects(path, "no such file (a from-images output folder holds "
+                                                     "triplets.jsonl)"):  # fmt: skip
         for key in ("id", "instruction", "source"):
             if not isinstance(record.get(key), str) or not record[key]:
                 raise DataError(path, f"{where}: {key} must be a non-empty string, got {record.get(key)!r}")

@@ -62,6 +62,7 @@ from relight3d.pipelines.prior_training import (
     denoising_loss,
     diffusion_draws,
     square_images,
+    training_prior_config,
     validation_indices,
 )
 from relight3d.priors.base import make_generators, per_view_noise
@@ -199,12 +200,9 @@ class InstructPix2PixTask(PriorTask):
             raise ConfigError("--conditioning-dropout", f"must be in [0, 1/3], got {config.conditioning_dropout}")
         from relight3d.priors.diffusion.components import checkpoint_scheduler
 
-        prior_config = prior_config or InstructPix2PixPriorConfig()
-        prior_config.model_path = Path(config.init)
-        if config.resolution is not None:
-            prior_config.resolution = config.resolution
-        if config.validation.steps > 0:  # the prior samples only the validation images
-            prior_config.num_inference_steps = config.validation.steps
+        prior_config = training_prior_config(
+            prior_config or InstructPix2PixPriorConfig(), Path(config.init), config.resolution, config.validation.steps
+        )
         self.config = config
         data = Path(config.data)
         self.triplets: Optional[ImageTriplets] = None

@@ -168,6 +168,17 @@ def denoising_loss(
     return F.mse_loss(predicted.float(), target.float())
 
 
+def training_prior_config(config: Any, init: Path, resolution: Optional[int], validation_steps: int) -> Any:
+    """A prior's config as its training task builds the prior: its model at ``init``, the task's ``resolution`` (when
+    given), and ``validation_steps`` sampler steps (the prior samples only the validation images)."""
+    config.model_path = Path(init)
+    if resolution is not None:
+        config.resolution = resolution
+    if validation_steps > 0:
+        config.num_inference_steps = validation_steps
+    return config
+
+
 def validation_indices(n: int, count: int) -> List[int]:
     """``count`` samples of ``n`` spread evenly from the first to the last (all of them when ``count >= n``).
 
@@ -463,5 +474,6 @@ __all__ = [
     "sample_generator",
     "square_images",
     "train_prior",
+    "training_prior_config",
     "validation_indices",
 ]

@@ -39,7 +39,7 @@ class RelightUNetTaskConfig:
     """A ``relight-unet`` folder to continue from (``unet/``); default: a fresh network."""
     resolution: int = 64
     """Working resolution of a fresh network (the dataset's images are resized to it)."""
-    widths: Tuple[int, ...] = (32, 64, 128, 128)
+    widths: Tuple[int, ...] = (16, 32, 64, 128)
     """Channels of a fresh network's levels."""
     normal_noise_degrees: float = 12.0
     """Standard deviation of the smooth tilt added to the dataset's normals (0: none)."""
