@@ -302,8 +302,6 @@ NOT_RUN: Dict[str, str] = {
     r"relight3d data render .*": "renders with Cycles (minutes, needs bpy); tests/benchmark/test_data_render.py "
     "renders 2 objects x 2 maps x 2 turns x 4 views",
     r"relight3d data from-images .*": "needs photos; tests/data/test_image_triplets.py runs it on synthetic ones",
-    r"relight3d relight .*--prior relight-unet --prior-path runs/.*": "needs a trained relight-unet (the training "
-    "command above); tests/pipelines/test_relight_unet.py relights with one trained for 3 steps",
     r"relight3d relight .*--prior diffusion-renderer --prior\.checkout .*": "runs NVIDIA's DiffusionRenderer from the "
     "user's checkout: 56 GB of weights and a large GPU",
     r"relight3d relight .*--prior (diffusion-renderer --prior\.backend builtin|difareli) --prior-path weights/.*": (
